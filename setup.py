@@ -1,0 +1,52 @@
+"""musiq-jax: a JAX/Flax training stack for MUSIQ and the IQA baselines around it."""
+
+import setuptools
+
+# Versions known to work together (see ../shared/ENV_NOTES.md); lower bounds are
+# the oldest releases whose APIs we use (jax.tree, jax.set_mesh, orbax args).
+INSTALL_REQUIRES = [
+    "jax>=0.7",
+    "flax>=0.10",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11",
+    "tensorflow-cpu>=2.16",
+    # clu.metric_writers imports tensorboard, which tensorflow no longer pulls in.
+    "tensorboard>=2.16",
+    "tensorflow-datasets>=4.9.6",
+    "ml-collections>=0.1.1",
+    "clu>=0.0.12",
+    "numpy>=1.26",
+    "pillow>=10.0",
+    "scikit-image>=0.22",  # pristine photos for the offline default dataset
+    "scipy>=1.11",
+    "absl-py>=2.0",
+    "matplotlib>=3.8",
+]
+
+EXTRAS_REQUIRE = {
+    # CLIP heads: weight files and BPE tokenizer files brought by the user.
+    "clip": ["safetensors>=0.4", "tokenizers>=0.15"],
+    "test": [
+        "pytest>=8",
+        "pytest-xdist>=3.5",
+        "safetensors>=0.4",
+        "tokenizers>=0.15",
+        "nbclient>=0.10",
+        "nbformat>=5.10",
+        "ipykernel>=6.29",
+    ],
+}
+
+setuptools.setup(
+    name="musiq-jax",
+    version="0.1.0",
+    description="MUSIQ (multi-scale image quality transformer) in JAX/Flax: "
+    "released-checkpoint inference, training, and IQA baselines.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["musiq_jax", "musiq_jax.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    license="Apache-2.0",
+)
