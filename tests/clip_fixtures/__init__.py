@@ -1,0 +1,1 @@
+"""Helpers shared by the CLIP tests (reference models, photos, token files)."""
