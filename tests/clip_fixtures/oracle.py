@@ -148,4 +148,8 @@ def save_safetensors(model, path):
 
 def bpe_gz_path() -> str:
   """open_clip's packaged BPE vocabulary (bpe_simple_vocab_16e6.txt.gz)."""
-  return os.path.join(modules()[3], "bpe_simple_vocab_16e6.txt.gz")
+  # Located without importing open_clip (which needs the import dance above).
+  spec = importlib.util.find_spec("open_clip")
+  if spec is None:
+    raise ImportError("open_clip_torch is not installed: pip install -e '.[oracle]'")
+  return os.path.join(os.path.dirname(spec.origin), "bpe_simple_vocab_16e6.txt.gz")
