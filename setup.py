@@ -45,7 +45,11 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["musiq_jax", "musiq_jax.*"]),
+    packages=setuptools.find_packages(include=["musiq_jax", "musiq_jax.*"]) +
+    ["musiq_jax.configs"],
+    # configs/ lives at the top level (flax/big_vision style) but installs as
+    # musiq_jax.configs, so it never clashes with another `configs` package.
+    package_dir={"musiq_jax.configs": "configs"},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     license="Apache-2.0",

@@ -1,0 +1,228 @@
+"""Reads and writes MUSIQ checkpoints in the original release's `.npz` layout.
+
+A released checkpoint (e.g. `koniq_ckpt.npz`) is a NumPy archive whose keys
+are '/'-joined parameter paths under `opt/target/` (other keys, such as the
+optimizer state, are ignored). Loading is by name: the tree is rebuilt,
+merged against freshly initialised params, and every missing or unexpected
+key is an error that lists them, unless a `dont_load` pattern covers it (a new
+head, say). Shapes are adapted at load time, not in the model: a different
+hash-grid size is resampled bilinearly, with a logged message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
+
+from absl import logging
+import flax
+import jax
+import numpy as np
+
+from musiq_jax.models import resnet
+
+PREFIX = "opt/target/"
+_POSEMB = "Transformer/posembed_input/pos_embedding"
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be used; the message names the file."""
+
+
+def flatten(tree: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep="/")
+  return {k: v for k, v in flat.items()}
+
+
+def unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
+  return flax.traverse_util.unflatten_dict(dict(flat), sep="/")
+
+
+def read_npz(path: str) -> Dict[str, np.ndarray]:
+  """All arrays of an `.npz` file, read without pickle; errors name the file."""
+  if not os.path.exists(path):
+    raise CheckpointError(f"{path}: checkpoint file not found")
+  if os.path.getsize(path) == 0:
+    raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
+  if not zipfile.is_zipfile(path):
+    raise CheckpointError(
+        f"{path}: not an .npz checkpoint (not a zip archive; truncated "
+        "download or wrong file?)")
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {k: np.asarray(data[k]) for k in data.files}
+  except ValueError as e:
+    raise CheckpointError(f"{path}: holds pickled objects, which are not "
+                          f"loaded for safety ({e})") from None
+  except (OSError, zipfile.BadZipFile, EOFError) as e:
+    raise CheckpointError(f"{path}: corrupt .npz archive ({e})") from None
+
+
+def read_params(path: str) -> Dict[str, np.ndarray]:
+  """Flat '/'-keyed params under `opt/target/` of an original-layout `.npz`."""
+  arrays = read_npz(path)
+  params = {k[len(PREFIX):]: v for k, v in arrays.items()
+            if k.startswith(PREFIX)}
+  if not params:
+    sample = ", ".join(sorted(arrays)[:5]) or "no arrays"
+    raise CheckpointError(f"{path}: no parameters under '{PREFIX}' (found: "
+                          f"{sample}); is this a MUSIQ checkpoint?")
+  return params
+
+
+def _matches(key: str, patterns: Sequence[str]) -> bool:
+  return any(re.fullmatch(p, key) or re.match(p, key) for p in patterns)
+
+
+def resample_posemb(table: np.ndarray, new_grid: int) -> np.ndarray:
+  """Bilinearly resamples a [1, G*G, D] hash table to [1, G'*G', D]."""
+  old_grid = int(round(np.sqrt(table.shape[1])))
+  grid = table.reshape(old_grid, old_grid, -1)
+  out = jax.image.resize(grid, (new_grid, new_grid, grid.shape[-1]),
+                         method="bilinear")
+  return np.asarray(out, table.dtype).reshape(1, new_grid * new_grid, -1)
+
+
+def merge_params(loaded: Mapping[str, np.ndarray],
+                 init_params: Mapping[str, Any],
+                 dont_load: Sequence[str] = (),
+                 source: str = "checkpoint") -> Dict[str, Any]:
+  """Merges flat loaded params into an initialised tree, by name.
+
+  Args:
+    loaded: flat '/'-keyed arrays (e.g. from `read_params`).
+    init_params: the model's freshly initialised params (a nested tree).
+    dont_load: regex patterns of keys to keep from `init_params` (matched at
+      the start of the key), e.g. `("head/.*",)` for a new head.
+    source: name of the file, for messages.
+
+  Returns:
+    A nested params tree with the init tree's structure and dtypes.
+
+  Raises:
+    CheckpointError: listing missing keys, unexpected keys and shape
+      mismatches that no `dont_load` pattern covers.
+  """
+  init_flat = flatten(init_params)
+  missing = [k for k in init_flat
+             if k not in loaded and not _matches(k, dont_load)]
+  unexpected = [k for k in loaded
+                if k not in init_flat and not _matches(k, dont_load)]
+  merged, mismatched = {}, []
+  for k, init_v in init_flat.items():
+    if k not in loaded or _matches(k, dont_load):
+      merged[k] = init_v
+      continue
+    v = np.asarray(loaded[k])
+    if v.shape != init_v.shape and k.endswith(_POSEMB) and v.ndim == 3:
+      new_grid = int(round(np.sqrt(init_v.shape[1])))
+      logging.info("%s: resampling %s from %s to %s", source, k, v.shape,
+                   init_v.shape)
+      v = resample_posemb(v, new_grid)
+    if v.shape != init_v.shape:
+      mismatched.append(f"{k}: checkpoint {v.shape} vs model {init_v.shape}")
+      continue
+    merged[k] = v.astype(init_v.dtype)
+  if missing or unexpected or mismatched:
+    lines = [f"{source}: parameters do not match the model."]
+    if missing:
+      lines.append(f"  missing from the checkpoint ({len(missing)}): " +
+                   ", ".join(sorted(missing)))
+    if unexpected:
+      lines.append(f"  unexpected in the checkpoint ({len(unexpected)}): " +
+                   ", ".join(sorted(unexpected)))
+    if mismatched:
+      lines.append("  shape mismatches: " + "; ".join(mismatched))
+    lines.append("  Hint: check the model config (size, num_classes, number "
+                 "of scales), or pass dont_load patterns for parts to "
+                 "re-initialise (e.g. 'head/.*').")
+    raise CheckpointError("\n".join(lines))
+  return unflatten(merged)
+
+
+def load_params(path: str, init_params: Mapping[str, Any],
+                dont_load: Sequence[str] = ()) -> Dict[str, Any]:
+  """Reads `path` and merges it into `init_params` (see `merge_params`)."""
+  return merge_params(read_params(path), init_params, dont_load, source=path)
+
+
+def export_npz(params: Mapping[str, Any], path: str) -> None:
+  """Writes params in the original layout (`opt/target/...` keys)."""
+  flat = {PREFIX + k: np.asarray(jax.device_get(v))
+          for k, v in flatten(params).items()}
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **flat)
+  os.replace(tmp, path)  # Never leave a half-written checkpoint behind.
+
+
+def sidecar_path(npz_path: str) -> str:
+  """Path of the JSON with preprocessing + model config beside an export."""
+  return os.path.splitext(npz_path)[0] + ".json"
+
+
+def write_sidecar(npz_path: str, info: Mapping[str, Any]) -> None:
+  with open(sidecar_path(npz_path), "w") as f:
+    json.dump(info, f, indent=2, sort_keys=True)
+
+
+def read_sidecar(npz_path: str) -> Optional[Dict[str, Any]]:
+  path = sidecar_path(npz_path)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{path}: unreadable config beside the checkpoint "
+                          f"({e})") from None
+
+
+def infer_model_config(flat: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+  """Backbone hyperparameters read off a flat MUSIQ param dict's shapes."""
+  def shape(key):
+    if key not in flat:
+      raise CheckpointError(f"not a MUSIQ checkpoint: no '{key}'")
+    return flat[key].shape
+
+  layers = {int(m.group(1)) for k in flat
+            for m in [re.match(r"Transformer/encoderblock_(\d+)/", k)] if m}
+  query = shape("Transformer/encoderblock_0/MultiHeadDotProductAttention_1/"
+                "query/kernel")
+  cfg = dict(
+      num_classes=int(shape("head/kernel")[-1]),
+      hidden_size=int(shape("embedding/kernel")[-1]),
+      num_layers=len(layers),
+      num_heads=int(query[1]),
+      mlp_dim=int(shape("Transformer/encoderblock_0/MlpBlock_3/Dense_0/"
+                        "kernel")[-1]),
+      spatial_pos_grid_size=int(round(np.sqrt(shape(_POSEMB)[1]))),
+      use_scale_emb="Transformer/scaleembed_input/scale_embedding" in flat,
+      representation_size=(int(flat["pre_logits/kernel"].shape[-1])
+                           if "pre_logits/kernel" in flat else None),
+  )
+  cfg["num_scales"] = (
+      int(flat["Transformer/scaleembed_input/scale_embedding"].shape[1])
+      if cfg["use_scale_emb"] else 1)
+  if "conv_root/kernel" in flat:
+    cfg["resnet_width"] = int(flat["conv_root/kernel"].shape[-1])
+    units = {}
+    for k in flat:
+      m = re.match(r"block(\d+)/unit(\d+)/", k)
+      if m:
+        units.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    blocks = tuple(len(units[s]) for s in sorted(units))
+    bottleneck = any(re.match(r"block\d+/unit\d+/conv1/", k) for k in flat)
+    depths = [0] if not blocks else [
+        n for n in resnet.SUPPORTED_DEPTHS
+        if resnet.get_block_desc(n) == (blocks, bottleneck)]
+    if not depths:
+      raise CheckpointError(
+          f"patch ResNet with stages {blocks} (bottleneck={bottleneck}) "
+          "matches no supported depth")
+    cfg["resnet_num_layers"] = depths[0]
+  else:
+    cfg["resnet_num_layers"] = None
+  return cfg

@@ -1,0 +1,109 @@
+"""MUSIQ: multi-scale image quality transformer (Ke et al., ICCV 2021).
+
+Tokens of all scales (from `musiq_jax.preprocessing`) -> per-patch ResNet ->
+Dense `embedding` -> `Transformer` (HSE + scale embedding + CLS + encoder) ->
+CLS output -> optional `pre_logits` (Dense + tanh) -> zero-initialised `head`.
+The parameter tree mirrors the released `.npz` checkpoints under `opt/target`.
+"""
+
+from typing import Any, Mapping, Optional, Union
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from musiq_jax.models import resnet
+from musiq_jax.models import transformer
+
+
+def split_inputs(x: Union[Mapping[str, jnp.ndarray], jnp.ndarray]):
+  """Token features dict, or the original's concatenated [..., C+3] array."""
+  if isinstance(x, Mapping):
+    return x["patches"], x["spatial"], x["scale"], x["mask"]
+  return (x[..., :-3], x[..., -3].astype(jnp.int32),
+          x[..., -2].astype(jnp.int32), x[..., -1].astype(jnp.int32))
+
+
+class Model(nn.Module):
+  """Multi-scale patch transformer.
+
+  Attributes:
+    num_classes: outputs of the head (1 for MOS regression, 10 for AVA).
+    hidden_size: token width D.
+    num_layers: transformer blocks.
+    num_heads: attention heads.
+    mlp_dim: MLP width.
+    spatial_pos_grid_size: G of the hash-based spatial embedding.
+    num_scales: scale embeddings (resized scales + native).
+    resnet_num_layers: depth of the patch ResNet (5 = root + one bottleneck
+      unit); None embeds raw pixels with the Dense layer alone.
+    resnet_width: channels of the ResNet root (the original uses 64).
+    representation_size: width of `pre_logits` (None = identity).
+    use_scale_emb: add the scale embedding.
+    dropout_rate, attention_dropout_rate, stochastic_layer_drop_rate:
+      regularisation used in training only.
+    dtype: computation dtype (params stay float32).
+    sow_attention: store attention weights in the `intermediates` collection.
+  """
+  num_classes: int = 1
+  hidden_size: int = 384
+  num_layers: int = 14
+  num_heads: int = 6
+  mlp_dim: int = 1152
+  spatial_pos_grid_size: int = 10
+  num_scales: int = 3
+  resnet_num_layers: Optional[int] = 5
+  resnet_width: int = 64
+  representation_size: Optional[int] = None
+  use_scale_emb: bool = True
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_layer_drop_rate: float = 0.0
+  dtype: Any = jnp.float32
+  sow_attention: bool = False
+
+  def embed_patches(self, patches):
+    """[n, L, P*P*3] patches -> [n, L, D] tokens (called inside __call__)."""
+    n, l, channels = patches.shape
+    x = patches.astype(self.dtype)
+    if self.resnet_num_layers is not None:
+      patch_size = int(np.sqrt(channels // 3))
+      if patch_size * patch_size * 3 != channels:
+        raise ValueError(f"Token width {channels} is not P*P*3.")
+      x = jnp.reshape(x, [n * l, patch_size, patch_size, 3])
+      x = resnet.resnet_patch_features(
+          x, num_layers=self.resnet_num_layers, width=self.resnet_width,
+          dtype=self.dtype)
+      x = jnp.reshape(x, [n, l, -1])
+    return nn.Dense(self.hidden_size, dtype=self.dtype, name="embedding")(x)
+
+  @nn.compact
+  def __call__(self, inputs, *, train: bool = False):
+    patches, spatial, scale, mask = split_inputs(inputs)
+    if patches.ndim not in (3, 4):
+      raise ValueError(f"Expected [batch, len, C] or [batch, crops, len, C] "
+                       f"tokens, got {patches.shape}")
+    lead = patches.shape[:-2]
+    if patches.ndim == 4:  # Multi-crop input: fold crops into the batch.
+      fold = lambda a: jnp.reshape(a, (-1,) + a.shape[2:])
+      patches, spatial, scale, mask = map(fold, (patches, spatial, scale, mask))
+    x = self.embed_patches(patches)
+    x = transformer.Encoder(
+        num_layers=self.num_layers,
+        mlp_dim=self.mlp_dim,
+        num_heads=self.num_heads,
+        spatial_pos_grid_size=self.spatial_pos_grid_size,
+        num_scales=self.num_scales,
+        use_scale_emb=self.use_scale_emb,
+        dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        stochastic_layer_drop_rate=self.stochastic_layer_drop_rate,
+        dtype=self.dtype,
+        sow_attention=self.sow_attention,
+        name="Transformer")(x, spatial, scale, mask, train=train)
+    x = x[:, 0]
+    if self.representation_size:
+      x = nn.tanh(nn.Dense(self.representation_size, name="pre_logits")(x))
+    x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                 name="head")(x.astype(jnp.float32))
+    return jnp.reshape(x, lead + (self.num_classes,))

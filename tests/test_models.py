@@ -1,0 +1,168 @@
+"""MUSIQ model tests: names, parameter counts, invariances, a NumPy oracle."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from musiq_jax import checkpoint
+from musiq_jax import preprocessing
+from musiq_jax.configs import models as model_sizes
+from musiq_jax.models import musiq
+import musiq_fixtures as mf
+import numpy_reference
+
+# Exact parameter counts (num_classes=1, 3 scales), derived by hand:
+#   root conv 7*7*3*w + GN 2w; bottleneck unit (w -> 4w) 19*w^2/... see below;
+#   embedding (8*8*4w)*D + D; HSE 100*D; scale 3*D; CLS D; final LN 2D;
+#   per layer 2 LN (4D) + attention 4*D*D + 4D + MLP 2*D*M + M + D; head D+1.
+# The default is the released MUSIQ: 27,125,825 parameters.
+EXPECTED_PARAMS = {"musiq": 27_125_825, "small": 1_747_745, "tiny": 306_529}
+
+
+def _count_by_formula(d, layers, m, w, grid=10, scales=3):
+  unit = (w * 4 * w + 8 * w) + (w * w + 2 * w) + (9 * w * w + 2 * w) + (
+      w * 4 * w + 8 * w)
+  return (7 * 7 * 3 * w + 2 * w + unit + 8 * 8 * 4 * w * d + d +
+          grid * grid * d + scales * d + d + 2 * d +
+          layers * (4 * d + 4 * d * d + 4 * d + 2 * d * m + m + d) + d + 1)
+
+
+def test_expected_counts_agree_with_formula():
+  for size, n in EXPECTED_PARAMS.items():
+    c = model_sizes.get_model_config(size)
+    assert _count_by_formula(c.hidden_size, c.num_layers, c.mlp_dim,
+                             c.resnet_width) == n, size
+
+
+def _tokens(batch=1, length=10, dim=3072, seed=0):
+  rng = np.random.default_rng(seed)
+  return {
+      "patches": rng.uniform(-1, 1, (batch, length, dim)).astype(np.float32),
+      "spatial": rng.integers(0, 100, (batch, length)).astype(np.int32),
+      "scale": rng.integers(0, 3, (batch, length)).astype(np.int32),
+      "mask": np.ones((batch, length), np.int32),
+  }
+
+
+def _model(size, **kw):
+  cfg = model_sizes.get_model_config(size)
+  cfg.update(kw)
+  return musiq.Model(num_scales=3, **cfg)
+
+
+def _params_from_original(shapes, seed=0):
+  flat = mf.random_params(shapes, seed)
+  return flat, checkpoint.unflatten(flat)
+
+
+@pytest.mark.parametrize("size", sorted(EXPECTED_PARAMS))
+def test_parameter_counts(size):
+  model = _model(size)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             _tokens()))["params"]
+  n = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
+  assert n == EXPECTED_PARAMS[size]
+
+
+def test_param_tree_matches_original_names_and_shapes():
+  model = _model("musiq")
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             _tokens()))["params"]
+  ours = {k: tuple(v.shape) for k, v in checkpoint.flatten(shapes).items()}
+  assert ours == mf.original_musiq_shapes()
+
+
+def test_matches_numpy_reference():
+  flat, params = _params_from_original(mf.original_musiq_shapes(**mf.TINY))
+  x = _tokens(batch=2, length=12, seed=1)
+  x["mask"][0, 8:] = 0
+  x["mask"][1, 3:5] = 0
+  ours = jax.jit(_model("tiny").apply)({"params": params}, x)
+  ref = numpy_reference.forward(flat, x["patches"], x["spatial"], x["scale"],
+                                x["mask"], num_heads=2)
+  np.testing.assert_allclose(ours, ref, rtol=2e-4, atol=2e-4)
+
+
+def test_padding_tokens_do_not_change_the_score():
+  _, params = _params_from_original(mf.original_musiq_shapes(**mf.TINY))
+  model = _model("tiny")
+  x = _tokens(batch=1, length=20, seed=2)
+  base = jax.jit(model.apply)({"params": params}, x)
+  for extra in (1, 7, 64):
+    rng = np.random.default_rng(extra)
+    padded = {k: np.concatenate([v, np.zeros((1, extra) + v.shape[2:],
+                                             v.dtype)], axis=1)
+              for k, v in x.items()}
+    # Garbage in padding positions must not matter either.
+    padded["patches"][:, 20:] = rng.uniform(-1, 1, (1, extra, 3072))
+    padded["spatial"][:, 20:] = rng.integers(0, 100, (1, extra))
+    out = jax.jit(model.apply)({"params": params}, padded)
+    np.testing.assert_allclose(out, base, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_equals_one_by_one():
+  _, params = _params_from_original(mf.original_musiq_shapes(**mf.TINY))
+  model = _model("tiny")
+  examples = []
+  for i, n in enumerate((5, 17, 9)):
+    x = _tokens(length=n, seed=10 + i)
+    examples.append({k: v[0] for k, v in x.items()})
+  singles = [jax.jit(model.apply)({"params": params},
+                         {k: v[None] for k, v in e.items()}) for e in examples]
+  batched = jax.jit(model.apply)({"params": params}, preprocessing.pad_batch(examples))
+  np.testing.assert_allclose(batched, np.concatenate(singles), rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_concatenated_original_input_format():
+  _, params = _params_from_original(mf.original_musiq_shapes(**mf.TINY))
+  model = _model("tiny")
+  x = _tokens(batch=2, length=6, seed=3)
+  x["mask"][1, 4:] = 0
+  np.testing.assert_allclose(
+      jax.jit(model.apply)({"params": params}, preprocessing.to_concatenated(x)),
+      jax.jit(model.apply)({"params": params}, x), rtol=1e-6)
+
+
+def test_multi_crop_input_folds_crops():
+  _, params = _params_from_original(mf.original_musiq_shapes(**mf.TINY))
+  model = _model("tiny")
+  x = _tokens(batch=6, length=8, seed=4)
+  crops = {k: v.reshape((2, 3) + v.shape[1:]) for k, v in x.items()}
+  out = jax.jit(model.apply)({"params": params}, crops)
+  assert out.shape == (2, 3, 1)
+  np.testing.assert_allclose(out.reshape(6, 1),
+                             jax.jit(model.apply)({"params": params}, x), rtol=1e-6)
+
+
+def test_ava_head_and_pre_logits():
+  shapes = mf.original_musiq_shapes(num_classes=10, representation_size=16,
+                                    **mf.TINY)
+  _, params = _params_from_original(shapes)
+  model = _model("tiny", num_classes=10, representation_size=16)
+  out = jax.jit(model.apply)({"params": params}, _tokens(batch=2))
+  assert out.shape == (2, 10)
+
+
+def test_dropout_and_layer_drop_only_in_training():
+  _, params = _params_from_original(mf.original_musiq_shapes(**mf.TINY))
+  model = _model("tiny", dropout_rate=0.3, stochastic_layer_drop_rate=0.5)
+  x = _tokens(batch=4, seed=5)
+  apply = jax.jit(model.apply, static_argnames="train")
+  ev1 = apply({"params": params}, x)
+  ev2 = apply({"params": params}, x)
+  np.testing.assert_array_equal(ev1, ev2)
+  tr = [apply({"params": params}, x, train=True,
+              rngs={"dropout": jax.random.PRNGKey(i)}) for i in (1, 2)]
+  assert not np.allclose(tr[0], tr[1])
+  assert not np.allclose(tr[0], ev1)
+
+
+def test_bfloat16_compute_stays_close():
+  flat, params = _params_from_original(mf.original_musiq_shapes(**mf.TINY))
+  x = _tokens(batch=2, seed=6)
+  f32 = jax.jit(_model("tiny").apply)({"params": params}, x)
+  bf16 = jax.jit(_model("tiny", dtype=jnp.bfloat16).apply)({"params": params}, x)
+  assert bf16.dtype == jnp.float32
+  np.testing.assert_allclose(bf16, f32, atol=0.1 * float(np.abs(f32).max()) + 0.05)
