@@ -73,6 +73,7 @@ def modules():
     directory = os.path.dirname(spec.origin)
     pkg = types.ModuleType("open_clip")
     pkg.__path__ = [directory]
+    pkg.__spec__ = spec  # keeps importlib.util.find_spec("open_clip") working
     sys.modules["open_clip"] = pkg
     oc_model = importlib.import_module("open_clip.model")
     oc_tokenizer = importlib.import_module("open_clip.tokenizer")
