@@ -13,6 +13,11 @@ INSTALL_REQUIRES = [
     # clu.metric_writers imports tensorboard, which tensorflow no longer pulls in.
     "tensorboard>=2.16",
     "tensorflow-datasets>=4.9.6",
+    # TFDS imports it lazily for builders defined outside its own package
+    # (musiq_jax.datasets) but does not declare it.
+    "importlib_resources>=5.0",
+    # SPAQ's label sheet is .xlsx (musiq_jax/datasets/spaq.py).
+    "openpyxl>=3.1",
     "ml-collections>=0.1.1",
     "clu>=0.0.12",
     "numpy>=1.26",

@@ -144,7 +144,11 @@ def parse_float(value, path: str, line: int, column: str) -> float:
 class ImageEncoder:
   """Turns image files into stored features under the on_bad_image policy."""
 
-  def __init__(self, policy: str, split: str, skipped: Dict[str, List[str]]):
+  def __init__(self, policy: str, split: str, skipped: Dict[str, List[str]],
+               transform=None):
+    """Args: policy (on_bad_image), split, skipped (collects skipped files),
+    transform: optional `fn(bytes, path) -> bytes` run before encoding."""
+    self._transform = transform
     self._policy = policy
     self._split = split
     self._skipped = skipped
@@ -161,6 +165,8 @@ class ImageEncoder:
         raise image_io.ImageError(path, f"file not found (listed at {where})")
       with open(path, "rb") as f:
         data = f.read()
+      if self._transform is not None:
+        data = self._transform(data, path)
       encoded, _ = image_io.canonical_bytes(data, path)
       pixels = image_io.decode_image(encoded, path)
     except image_io.ImageError as e:
