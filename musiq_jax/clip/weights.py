@@ -265,6 +265,9 @@ def load_clip_params(path: str, spec: ml_collections.ConfigDict) -> dict:
 def merge_clip_params(params: dict, clip_params: dict, name: str = "clip") -> dict:
   """Returns `params` with the subtree `name` replaced by loaded CLIP params.
 
+  Every parameter of the subtree must be in `clip_params`; loaded parameters the
+  head does not use (a tower it never calls) are left out.
+
   Used by the heads (LIQE, CLIP-IQA, linear probe), which hold CLIP as a
   submodule called `clip` beside their own freshly initialised parameters.
   """
@@ -272,11 +275,13 @@ def merge_clip_params(params: dict, clip_params: dict, name: str = "clip") -> di
     raise KeyError(f"No {name!r} subtree in params; top-level keys: {sorted(params)}")
   old = flax.traverse_util.flatten_dict(params[name])
   new = flax.traverse_util.flatten_dict(clip_params)
-  if set(old) != set(new):
+  missing = sorted("/".join(k) for k in set(old) - set(new))
+  if missing:
     raise WeightLoadError(
-        f"Loaded CLIP tree differs from the model's {name!r} subtree: missing "
-        f"{sorted('/'.join(k) for k in set(old) - set(new))[:_LISTED]}, unexpected "
-        f"{sorted('/'.join(k) for k in set(new) - set(old))[:_LISTED]}")
+        f"Loaded CLIP params lack {len(missing)} entries of the model's {name!r} "
+        f"subtree: {missing[:_LISTED]}")
+  # Keep only what the head uses: e.g. the linear probe has no text tower, so
+  # the file's text weights are dropped rather than added as dead parameters.
   out = dict(params)
-  out[name] = clip_params
+  out[name] = flax.traverse_util.unflatten_dict({k: new[k] for k in old})
   return out
