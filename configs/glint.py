@@ -1,0 +1,129 @@
+r"""GlintIQA-style global-local hybrid (baseline III), and its size registry.
+
+Settings follow GlintIQA's release (FIELD_NOTES.md section 6, seed 002):
+ViT-S/16 global branch read after blocks 6-9 (patch embedding and blocks
+0-4 frozen), ResNet-50 stages 1-3 as the local branch embedded to the same
+14x14 grid, 4 progressive fusion stages, mean-pool -> MLP head, L1 loss,
+Adam lr 1e-5 (L2 weight decay 1e-5), cosine T_max 30 stepped per iteration,
+batch 32 of 224 crops, 25 test crops.
+
+  get_config()            # the paper's setting, size "vit_small_r50"
+  get_config("runlocal")  # "tiny" on 64 px crops: tests and laptops
+  get_config("small")     # "small" on 64 px crops: the CPU demo
+
+Model sizes live in `GLINT_SIZES` (exact parameter counts are asserted in
+tests/test_glint.py). Departures from the paper are listed in docs/glint.md.
+"""
+
+import copy
+
+import ml_collections
+
+GLINT_SIZES = {
+    # The paper's model: ViT-S/16 (384-d, 12 layers, 6 heads, MLP 1536;
+    # blocks 10-11 are not built since only blocks 6-9 are read), the first
+    # 3 stages of ResNet-50 (width 64: 256/512/1024 channels at stride
+    # 4/8/16), embedded by 4x4/2x2/1x1 convs to the 14x14 grid of 224 crops.
+    "vit_small_r50": dict(
+        patch_size=16,
+        hidden_size=384,
+        num_layers=12,
+        num_heads=6,
+        mlp_dim=1536,
+        feature_layers=(6, 7, 8, 9),
+        resnet_num_layers=50,
+        resnet_num_stages=3,
+        resnet_width=64,
+        image_size=224,
+    ),
+    # CPU demo size: 3 fusion stages, 3 CNN stages of single units.
+    "small": dict(
+        patch_size=16,
+        hidden_size=64,
+        num_layers=4,
+        num_heads=4,
+        mlp_dim=128,
+        feature_layers=(1, 2, 3),
+        resnet_num_layers=11,
+        resnet_num_stages=3,
+        resnet_width=32,
+        image_size=64,
+    ),
+    # For tests: every piece present (2 fusion stages, 2 CNN stages), as
+    # small as GroupNorm(32) allows; 64 px crops -> a 4x4 token grid.
+    "tiny": dict(
+        patch_size=16,
+        hidden_size=32,
+        num_layers=3,
+        num_heads=2,
+        mlp_dim=64,
+        feature_layers=(1, 2),
+        resnet_num_layers=8,
+        resnet_num_stages=2,
+        resnet_width=32,
+        image_size=64,
+    ),
+}
+
+NAMES = tuple(GLINT_SIZES)
+
+
+def get_model_config(name: str) -> ml_collections.ConfigDict:
+  """The hyperparameters of a registered GlintIQA size (a fresh copy)."""
+  if name not in GLINT_SIZES:
+    raise ValueError(f"Unknown GlintIQA size {name!r}; known: "
+                     f"{sorted(GLINT_SIZES)}.")
+  return ml_collections.ConfigDict(copy.deepcopy(GLINT_SIZES[name]))
+
+
+def get_config(arg=None):
+  """Returns the GlintIQA config; `arg` may hold "runlocal" or "small"."""
+  args = str(arg).split(",") if arg else []
+  runlocal = "runlocal" in args
+  size = "tiny" if runlocal else "small" if "small" in args else "vit_small_r50"
+  paper = size == "vit_small_r50"
+
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # init, crops and per-step dropout rng (folded with step)
+  config.model_name = "glint"
+
+  config.model = ml_collections.ConfigDict()
+  config.model.size = size  # key of GLINT_SIZES
+  config.model.fusion_dropout_rate = 0.5 if paper else 0.1  # CWSA proj_drop
+  config.model.head_dropout_rate = 0.5 if paper else 0.1  # head MLP dropout
+  config.model.vit_dropout_rate = 0.0  # timm ViT-S default (no dropout)
+  config.model.dtype = "float32"  # computation dtype
+
+  config.init = ml_collections.ConfigDict()
+  # A MUSIQ .npz of the same width (384): its Transformer blocks 0..9 load
+  # into the ViT blocks (`glint.load_vit_from_musiq`). None = random init.
+  # The paper starts from timm's ImageNet ViT-S/16, which we cannot fetch.
+  config.init.musiq_npz = None
+  config.init.load_patch_resnet = False  # also MUSIQ's root + block1/unit1
+
+  config.input = ml_collections.ConfigDict()
+  config.input.crop_size = 224 if paper else 64  # square random crops
+  config.input.train_flip = True  # horizontal flip: it does not alter quality
+  config.input.num_train_crops = 1  # crops per image per epoch (paper: 1)
+  config.input.num_eval_crops = 25 if paper else 4  # score = mean over crops
+  config.input.batch_size = 32 if paper else 16  # paper: 32
+  config.input.pixel_range = (-1.0, 1.0)  # the project's (and augreg ViT's)
+
+  config.loss = "l1"  # musiq_jax.losses.l1_loss, as the paper
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"  # torch Adam: weight decay added to the grad
+  config.optimizer.learning_rate = 1e-5 if paper else 3e-4  # paper: 1e-5
+  config.optimizer.weight_decay = 1e-5  # L2 coefficient (not decoupled)
+  config.optimizer.schedule = "cosine"  # CosineAnnealingLR...
+  config.optimizer.cosine_t_max = 30 if paper else 1000  # ...T_max in steps
+  config.optimizer.eta_min = 0.0  # ...floor of the cosine
+  config.optimizer.freeze_patch_embed = paper  # the paper freezes it...
+  # ...and blocks 0..freeze_blocks_until (inclusive; -1 = none): 0-4.
+  config.optimizer.freeze_blocks_until = 4 if paper else -1
+
+  config.num_epochs = 300 if paper else 1  # paper: 300
+  config.num_steps = None if paper else (20 if runlocal else 300)  # CPU runs
+  config.num_sessions = 10  # paper: 10 random splits, median reported
+  config.log_every_steps = 1 if runlocal else 50
+  return config
