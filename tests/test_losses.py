@@ -67,7 +67,7 @@ def test_plcc_loss_equals_one_minus_scipy_pearson():
   np.testing.assert_allclose(losses.plcc_loss(pred, target, weight), expected,
                              atol=1e-5)
   # Differentiable, finite even for a constant prediction.
-  g = jax.grad(losses.plcc_loss)(jnp.zeros(20), jnp.asarray(target))
+  g = jax.jit(jax.grad(losses.plcc_loss))(jnp.zeros(20), jnp.asarray(target))
   assert np.all(np.isfinite(g))
 
 
@@ -77,10 +77,11 @@ def test_srcc_loss_tends_to_one_minus_spearman():
   target = pred + rng.normal(size=25)
   target[3] = target[4]  # A tie in the MOS.
   expected = 1.0 - stats.spearmanr(pred, target)[0]
-  np.testing.assert_allclose(
-      losses.srcc_loss(pred, target, temperature=1e-4), expected, atol=1e-5)
-  g = jax.grad(losses.srcc_loss)(jnp.asarray(pred, jnp.float32),
-                                 jnp.asarray(target))
+  loss = jax.jit(losses.srcc_loss, static_argnames="temperature")
+  np.testing.assert_allclose(loss(pred, target, temperature=1e-4), expected,
+                             atol=1e-5)
+  g = jax.jit(jax.grad(losses.srcc_loss))(jnp.asarray(pred, jnp.float32),
+                                          jnp.asarray(target))
   assert np.all(np.isfinite(g)) and np.any(g != 0)
 
 
@@ -114,7 +115,7 @@ def test_emd_gradient_finite_at_perfect_prediction():
   logits = jnp.log(jnp.arange(1.0, 11.0))[None]
   target = jax.nn.softmax(logits)
   assert float(losses.emd_loss(logits, target)) < 1e-6
-  g = jax.grad(losses.emd_loss)(logits, target)
+  g = jax.jit(jax.grad(losses.emd_loss))(logits, target)
   assert np.all(np.isfinite(g))
 
 
@@ -310,9 +311,9 @@ def test_all_pairs_grad_equals_grad_of_pair_loop():
 
   s = jnp.asarray(scores, jnp.float32)
   fn = lambda s: losses.pairwise_hinge_loss(s, level, group, weight, margin)
-  np.testing.assert_allclose(fn(s), loop_loss(s), rtol=1e-5)
-  np.testing.assert_allclose(jax.grad(fn)(s), jax.grad(loop_loss)(s),
-                             atol=1e-6)
+  np.testing.assert_allclose(fn(s), jax.jit(loop_loss)(s), rtol=1e-5)
+  np.testing.assert_allclose(jax.jit(jax.grad(fn))(s),
+                             jax.jit(jax.grad(loop_loss))(s), atol=1e-6)
 
 
 def test_equal_level_and_other_group_pairs_are_excluded():
