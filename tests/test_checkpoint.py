@@ -1,0 +1,124 @@
+"""Original-layout .npz import/export: round trip, errors naming keys and files."""
+
+import jax
+import numpy as np
+import pytest
+
+from musiq_jax import checkpoint
+from musiq_jax.configs import models as model_sizes
+from musiq_jax.models import musiq
+import musiq_fixtures as mf
+
+
+def _init_tree(**kw):
+  cfg = model_sizes.get_model_config("tiny")
+  cfg.update(kw)
+  model = musiq.Model(num_scales=3, **cfg)
+  x = {"patches": np.zeros((1, 2, 3072), np.float32),
+       "spatial": np.zeros((1, 2), np.int32),
+       "scale": np.zeros((1, 2), np.int32), "mask": np.ones((1, 2), np.int32)}
+  return jax.jit(model.init)(jax.random.PRNGKey(0), x)["params"]
+
+
+def test_import_export_round_trip_is_bit_exact(tmp_path):
+  src = tmp_path / "orig.npz"
+  written = mf.write_original_npz(src, mf.original_musiq_shapes(**mf.TINY))
+  params = checkpoint.load_params(str(src), _init_tree())
+  for k, v in checkpoint.flatten(params).items():
+    np.testing.assert_array_equal(v, written[k])
+  out = tmp_path / "export.npz"
+  checkpoint.export_npz(params, str(out))
+  with np.load(out, allow_pickle=False) as a, np.load(src) as b:
+    exported = dict(a)
+    original = {k: b[k] for k in b.files if k.startswith("opt/target/")}
+  assert exported.keys() == original.keys()
+  for k in original:
+    assert exported[k].dtype == original[k].dtype
+    np.testing.assert_array_equal(exported[k], original[k])
+
+
+def test_renamed_and_missing_keys_are_listed(tmp_path):
+  shapes = mf.original_musiq_shapes(**mf.TINY)
+  params = mf.random_params(shapes)
+  params["Transformer/encoderblock_1/LayerNorm_9/scale"] = params.pop(
+      "Transformer/encoderblock_1/LayerNorm_2/scale")
+  del params["embedding/bias"]
+  path = tmp_path / "bad.npz"
+  np.savez(path, **{"opt/target/" + k: v for k, v in params.items()})
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    checkpoint.load_params(str(path), _init_tree())
+  msg = str(e.value)
+  assert str(path) in msg
+  assert "Transformer/encoderblock_1/LayerNorm_2/scale" in msg
+  assert "embedding/bias" in msg
+  assert "unexpected" in msg and "Transformer/encoderblock_1/LayerNorm_9" in msg
+
+
+def test_dont_load_allows_a_new_head_and_shape_mismatch_is_named(tmp_path):
+  path = tmp_path / "ava.npz"
+  mf.write_original_npz(path, mf.original_musiq_shapes(num_classes=10,
+                                                        **mf.TINY))
+  init = _init_tree(num_classes=1)
+  with pytest.raises(checkpoint.CheckpointError, match="head/kernel"):
+    checkpoint.load_params(str(path), init)
+  params = checkpoint.load_params(str(path), init, dont_load=("head/.*",))
+  np.testing.assert_array_equal(params["head"]["kernel"],
+                                init["head"]["kernel"])
+
+
+def test_hash_grid_is_resampled_at_load_time(tmp_path):
+  shapes = mf.original_musiq_shapes(**mf.TINY)
+  params = mf.random_params(shapes)
+  # A table linear in the grid row: resampling 10 -> 5 rows must give the
+  # row centres 2k + 0.5 away from the border (any symmetric kernel does).
+  rows = np.repeat(np.arange(10, dtype=np.float32), 10)
+  params["Transformer/posembed_input/pos_embedding"] = np.broadcast_to(
+      rows[None, :, None], (1, 100, 32)).copy()
+  path = tmp_path / "g10.npz"
+  np.savez(path, **{"opt/target/" + k: v for k, v in params.items()})
+  loaded = checkpoint.load_params(str(path),
+                                  _init_tree(spatial_pos_grid_size=5))
+  table = np.asarray(loaded["Transformer"]["posembed_input"]["pos_embedding"])
+  assert table.shape == (1, 25, 32)
+  grid = table.reshape(5, 5, 32)
+  np.testing.assert_allclose(grid[1:4, :, 0],
+                             np.repeat([[2.5], [4.5], [6.5]], 5, axis=1),
+                             rtol=1e-5)
+  assert np.all(np.diff(grid[:, 0, 0]) > 0)
+
+
+def test_malformed_files_name_the_file(tmp_path):
+  cases = {"missing.npz": None, "empty.npz": b"", "text.npz": b"hello",
+           "cut.npz": None}
+  src = tmp_path / "ok.npz"
+  mf.write_original_npz(src, mf.original_musiq_shapes(**mf.TINY))
+  for name, content in cases.items():
+    path = tmp_path / name
+    if name == "cut.npz":
+      path.write_bytes(src.read_bytes()[:5000])
+    elif content is not None:
+      path.write_bytes(content)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+      checkpoint.read_params(str(path))
+    assert str(path) in str(e.value)
+  other = tmp_path / "other.npz"
+  np.savez(other, weights=np.zeros(3))
+  with pytest.raises(checkpoint.CheckpointError, match="opt/target"):
+    checkpoint.read_params(str(other))
+  pickled = tmp_path / "pickled.npz"
+  np.savez(pickled, **{"opt/target/x": np.array([{"a": 1}], dtype=object)})
+  with pytest.raises(checkpoint.CheckpointError, match="pickle"):
+    checkpoint.read_params(str(pickled))
+
+
+def test_infer_model_config_from_shapes():
+  for kw, expect in (
+      (dict(), dict(num_classes=1, num_scales=3)),
+      (dict(num_classes=10), dict(num_classes=10, num_scales=3)),
+      (dict(num_scales=1), dict(num_classes=1, num_scales=1))):
+    flat = mf.random_params(mf.original_musiq_shapes(**kw))
+    cfg = checkpoint.infer_model_config(flat)
+    assert cfg == dict(hidden_size=384, num_layers=14, num_heads=6,
+                       mlp_dim=1152, spatial_pos_grid_size=10,
+                       use_scale_emb=True, representation_size=None,
+                       resnet_width=64, resnet_num_layers=5, **expect)

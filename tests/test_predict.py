@@ -1,0 +1,161 @@
+"""End to end: random original-layout checkpoints scored through the CLI."""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+from absl import flags
+import numpy as np
+from PIL import Image
+import pytest
+
+from musiq_jax import predict
+from musiq_jax import preprocessing
+from musiq_jax import scorer as scorer_lib
+import musiq_fixtures as mf
+import numpy_reference
+
+PHOTOS = ("chelsea", "coffee", "rocket")
+VARIANTS = {
+    "multiscale": dict(num_classes=1, num_scales=3),
+    "single_scale": dict(num_classes=1, num_scales=1),
+    "ava": dict(num_classes=10, num_scales=3),
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+  root = tmp_path_factory.mktemp("predict")
+  images = root / "images"
+  images.mkdir()
+  for name in PHOTOS:
+    mf.write_jpeg(images / f"{name}.jpg", mf.photo(name))
+  Image.fromarray(mf.photo("astronaut")[::2, ::2]).save(images / "astro.png")
+  (images / "notes.txt").write_text("not an image")  # Not picked from dirs.
+  bad = root / "bad"
+  bad.mkdir()
+  (bad / "text.jpg").write_text("hello")
+  (bad / "empty.jpg").write_bytes(b"")
+  ckpts = {}
+  for name, kw in VARIANTS.items():
+    path = root / f"{name}.npz"
+    mf.write_original_npz(path, mf.original_musiq_shapes(**kw, **mf.TINY),
+                          seed=len(name))
+    ckpts[name] = str(path)
+  return root, images, bad, ckpts
+
+
+def _subprocess(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, "-m", "musiq_jax.predict", *args],
+                        capture_output=True, text=True, env=env, timeout=300)
+
+
+def _run(*args):
+  """Runs the CLI's main in-process (no interpreter start-up per call)."""
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["predict", *args])
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    rc = predict.main(["predict"])
+  return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cli_json_and_table(files, variant):
+  root, images, bad, ckpts = files
+  extra = ["--single_scale"] if variant == "single_scale" else []
+  extra += ["--num_classes=10"] if variant == "ava" else []
+  args = [f"--ckpt_path={ckpts[variant]}", f"--image_path={images}",
+          f"--image_path={bad}/text.jpg", f"--image_path={root}/missing.jpg",
+          *extra]
+  out = _run(*args, "--format=json", "--batch_size=3")
+  assert out.returncode == 1, out.stderr  # Some inputs failed.
+  rows = [json.loads(line) for line in out.stdout.splitlines()]
+  by_image = {os.path.basename(r["image"]): r for r in rows}
+  assert set(by_image) == {"astro.png", "chelsea.jpg", "coffee.jpg",
+                           "rocket.jpg", "text.jpg", "missing.jpg"}
+  assert "not an image" in by_image["text.jpg"]["error"]
+  assert "not found" in by_image["missing.jpg"]["error"]
+  scores = {k: r["score"] for k, r in by_image.items() if "score" in r}
+  assert len(scores) == 4 and len(set(scores.values())) == 4
+  if variant == "ava":
+    assert all(1.0 <= s <= 10.0 for s in scores.values())
+  # One at a time, as a table: the same scores.
+  table = _run(*args, "--format=table", "--batch_size=1")
+  assert table.returncode == 1
+  lines = table.stdout.splitlines()
+  assert lines[0].split() == ["image", "score"]
+  for line in lines[1:]:
+    path, value = line.split(maxsplit=1)
+    name = os.path.basename(path)
+    if name in scores:
+      assert float(value) == pytest.approx(scores[name], abs=2e-4)
+    else:
+      assert value.startswith("ERROR:")
+
+
+def test_cli_scores_equal_numpy_reference_of_original(files):
+  _, images, _, ckpts = files
+  out = _run(f"--ckpt_path={ckpts['multiscale']}",
+             f"--image_path={images}/chelsea.jpg", "--format=json")
+  assert out.returncode == 0, out.stderr
+  score = json.loads(out.stdout)["score"]
+  with np.load(ckpts["multiscale"]) as z:
+    flat = {k[len("opt/target/"):]: z[k] for k in z.files
+            if k.startswith("opt/target/")}
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  pixels = tf.io.decode_jpeg((images / "chelsea.jpg").read_bytes()).numpy()
+  f = {k: v.numpy()[None] for k, v in preprocessing.preprocess_image(
+      pixels, preprocessing.PreprocessConfig()).items()}
+  ref = numpy_reference.forward(flat, f["patches"], f["spatial"], f["scale"],
+                                f["mask"], num_heads=2)
+  assert score == pytest.approx(float(ref[0, 0]), rel=1e-3, abs=1e-4)
+
+
+def test_errors_for_bad_checkpoint_and_flags(files, tmp_path):
+  _, images, _, ckpts = files
+  bogus = tmp_path / "bogus.npz"
+  bogus.write_text("not a checkpoint")
+  out = _subprocess(f"--ckpt_path={bogus}", f"--image_path={images}/chelsea.jpg")
+  assert out.returncode == 2 and str(bogus) in out.stderr
+  assert "Traceback" not in out.stderr
+  out = _run(f"--ckpt_path={ckpts['multiscale']}", "--num_classes=10",
+             f"--image_path={images}/chelsea.jpg")
+  assert out.returncode == 2 and "num_classes" in out.stderr
+  out = _run(f"--ckpt_path={ckpts['multiscale']}", "--single_scale",
+             f"--image_path={images}/chelsea.jpg")
+  assert out.returncode == 2 and "single_scale" in out.stderr
+
+
+def test_api_policies_for_huge_and_tiny_images(files):
+  _, _, _, ckpts = files
+  scorer = scorer_lib.load_scorer(ckpts["multiscale"], max_native_tokens=100,
+                                  batch_size=2)
+  big = np.zeros((800, 800, 3), np.uint8)  # 625 native tokens > 100.
+  tiny = np.full((1, 1, 3), 128, np.uint8)
+  tall = np.full((2000, 3, 3), 200, np.uint8)  # ARP width rounds to 0 -> 1.
+  res = scorer.score([big, tiny, tall], names=["big", "tiny", "tall"])
+  assert "max_seq_len_from_original_res" in res[0].error
+  assert res[1].error is None and np.isfinite(res[1].score)
+  assert res[2].error is None and np.isfinite(res[2].score)
+  cut = scorer_lib.load_scorer(ckpts["multiscale"], max_native_tokens=100,
+                               max_seq_len_from_original_res=64)
+  assert cut.score([big])[0].error is None
+
+
+def test_mixed_sizes_compile_few_programs(files):
+  _, _, _, ckpts = files
+  scorer = scorer_lib.load_scorer(ckpts["multiscale"], batch_size=2)
+  rng = np.random.default_rng(0)
+  sizes = [(40, 60), (64, 64), (100, 30), (33, 90), (120, 80), (64, 70),
+           (90, 90), (20, 20)]
+  images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+  batched = [r.score for r in scorer.score(images)]
+  assert scorer.num_compilations() <= 2
+  single = scorer_lib.load_scorer(ckpts["multiscale"], batch_size=1)
+  np.testing.assert_allclose([r.score for r in single.score(images)], batched,
+                             rtol=1e-5, atol=1e-5)
