@@ -118,7 +118,7 @@ def synthetic_pristine_images(split: Optional[str] = None,
   Returns:
     [h, w, 3] uint8 images.
   """
-  # Imported here: the builder module pulls in TFDS.
+  # Imported lazily: only this source needs the builder's content list.
   from musiq_jax.datasets import common  # pylint: disable=g-import-not-at-top
   from musiq_jax.datasets import synthetic_iqa  # pylint: disable=g-import-not-at-top
   names = tuple(contents or synthetic_iqa.CONTENTS)
