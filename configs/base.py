@@ -1,0 +1,125 @@
+"""Defaults shared by every MUSIQ training config; dataset configs override.
+
+Follows the MUSIQ paper's fine-tuning recipe where it gives one (SGD with
+momentum, cosine decay, horizontal flip only, at most 512 native tokens in
+training); see each dataset config for its learning rate, batch and epochs.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from musiq_jax.configs import models
+
+
+def get_config(arg=None):
+  del arg
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.mode = "train"  # "train", or "eval": score a checkpoint on eval_splits.
+
+  # Data: a TFDS builder from musiq_jax.datasets, built into data_dir
+  # (`python -m musiq_jax.datasets.build`); built on first use if
+  # manual_dir is set or the dataset needs no download (synthetic_iqa).
+  c.dataset = "synthetic_iqa"
+  # TFDS data_dir (None: ~/tensorflow_datasets); manual_dir holds the
+  # downloaded files of a real dataset. Placeholders: overridable from flags.
+  c.data_dir = config_dict.placeholder(str)
+  c.manual_dir = config_dict.placeholder(str)
+  c.train_split = "train"
+  c.eval_splits = ("validation", "test")
+  c.val_split = "validation"  # Best checkpoint chosen by SRCC on this split.
+  c.label_key = "mos"
+  c.mos_range = (1.0, 5.0)  # Used by the levels head.
+
+  # Preprocessing (names as the original's _PP_CONFIG).
+  c.pp = ml_collections.ConfigDict(dict(
+      patch_size=32, patch_stride=32, hse_grid_size=10,
+      longer_side_lengths=(224, 384),
+      # Paper: at most 512 native-resolution patches in training.
+      max_seq_len_from_original_res=512))
+  # Evaluation keeps every native patch (-1), as the released models.
+  c.eval_max_seq_len_from_original_res = -1
+
+  c.input = ml_collections.ConfigDict(dict(
+      batch_size=32,  # Global batch (split across processes).
+      eval_batch_size=16,
+      batching="bucketed",  # "padded" (the original) or "bucketed".
+      num_buckets=6,
+      # Padded mode length / bucketed cap (None: from the data).
+      max_seq_len=config_dict.placeholder(int),
+      shuffle_buffer=2048,
+      cache=False,  # Cache encoded examples in memory (small datasets).
+  ))
+
+  c.model_name = "musiq"
+  c.model_size = "musiq"
+  c.model = models.get_model_config("musiq")
+  c.model.num_classes = 1
+  c.model.dropout_rate = 0.1
+  c.model.attention_dropout_rate = 0.0
+  c.model.stochastic_layer_drop_rate = 0.0
+  c.dtype = "float32"  # "bfloat16" computes in bf16, params stay float32.
+
+  # Head/loss: "regression" (loss.kind mse|l1), "distribution" (AVA, EMD),
+  # "levels" (Q-Align rating levels over mos_range).
+  c.head = "regression"
+  c.loss = ml_collections.ConfigDict(dict(kind="mse"))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="sgd",  # "sgd" (momentum), "adam" or "adamw".
+      learning_rate=2e-3,
+      momentum=0.9,
+      weight_decay=0.0,
+      grad_clip_norm=1.0,  # Global-norm clipping (0 disables).
+      warmup_steps=0,
+      schedule="cosine",  # "cosine" or "constant" after warmup.
+      accum_steps=1,  # Gradient accumulation: effective batch x accum_steps.
+  ))
+  c.num_train_steps = 1000
+  c.log_every_steps = 20
+  c.eval_every_steps = 200
+  c.checkpoint_every_steps = 200
+  c.max_checkpoints_to_keep = 2
+
+  # Initialisation when the workdir has no checkpoint: a released .npz (e.g.
+  # imagenet_pretrain.npz) with the head re-initialised.
+  c.init = ml_collections.ConfigDict(dict(
+      pretrained_npz=config_dict.placeholder(str), dont_load=("head/.*",)))
+
+  # Mesh: axis sizes (-1 = the rest of the devices). Params are replicated
+  # unless a rule below shards them on the 'model' axis: (regex over the
+  # '/'-joined param path, PartitionSpec entries per dimension).
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
+  c.sharding_rules = (
+      (r".*MlpBlock_3/Dense_0/kernel", (None, "model")),
+      (r".*MlpBlock_3/Dense_0/bias", ("model",)),
+      (r".*MlpBlock_3/Dense_1/kernel", ("model", None)),
+      (r".*MultiHeadDotProductAttention_1/(query|key|value)/kernel",
+       (None, "model", None)),
+      (r".*MultiHeadDotProductAttention_1/(query|key|value)/bias",
+       ("model", None)),
+      (r".*MultiHeadDotProductAttention_1/out/kernel", ("model", None, None)),
+  )
+  return c
+
+
+def tiny(c):
+  """Shrinks any config for tests: tiny model, few steps, small batches."""
+  c.model_size = "tiny"
+  num_classes = c.model.num_classes
+  c.model = models.get_model_config("tiny")
+  c.model.num_classes = num_classes
+  c.model.dropout_rate = 0.0
+  c.model.attention_dropout_rate = 0.0
+  c.model.stochastic_layer_drop_rate = 0.0
+  c.pp.longer_side_lengths = (64,)
+  c.pp.max_seq_len_from_original_res = 16
+  c.eval_max_seq_len_from_original_res = 16
+  c.input.batch_size = 4
+  c.input.eval_batch_size = 4
+  c.input.shuffle_buffer = 16
+  c.num_train_steps = 4
+  c.log_every_steps = 2
+  c.eval_every_steps = 2
+  c.checkpoint_every_steps = 2
+  return c

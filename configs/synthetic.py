@@ -1,0 +1,46 @@
+"""The embedded default: a CPU-sized MUSIQ on `synthetic_iqa` (no download).
+
+    python -m musiq_jax.main --config=configs/synthetic.py --workdir=DIR
+
+Builds the dataset from scikit-image's photos on first use, trains the
+`small` MUSIQ (1.7M params) for a few minutes on 2 CPU cores, and evaluates
+on held-out contents. `--config=configs/synthetic.py:tiny` is the test-sized
+variant. Not the paper's recipe (the paper fine-tunes ImageNet-pretrained
+weights); sizes and steps are chosen to fit a laptop.
+"""
+
+from musiq_jax.configs import base
+from musiq_jax.configs import models
+
+
+def get_config(arg=None):
+  c = base.get_config()
+  c.dataset = "synthetic_iqa/small"  # Photos downscaled to a 256 longer side.
+  c.mos_range = (1.0, 5.0)
+  c.model_size = "small"
+  c.model = models.get_model_config("small")
+  c.model.num_classes = 1
+  c.model.dropout_rate = 0.0
+  c.model.attention_dropout_rate = 0.0
+  c.model.stochastic_layer_drop_rate = 0.0
+  # Two ARP scales + native (<= 64 tokens at 256 px): ~130 tokens an image.
+  c.pp.longer_side_lengths = (96, 160)
+  c.pp.max_seq_len_from_original_res = 64
+  c.eval_max_seq_len_from_original_res = 64
+  c.input.batch_size = 16
+  c.input.eval_batch_size = 32
+  c.input.batching = "padded"
+  c.input.cache = True
+  c.optimizer.name = "adam"
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 50
+  c.optimizer.grad_clip_norm = 1.0
+  c.num_train_steps = 600
+  c.log_every_steps = 50
+  c.eval_every_steps = 200
+  c.checkpoint_every_steps = 200
+  if arg == "tiny":
+    c = base.tiny(c)
+    c.dataset = "synthetic_iqa/tiny"
+    c.input.batching = "padded"
+  return c
