@@ -39,7 +39,15 @@ EXTRAS_REQUIRE = {
         "nbclient>=0.10",
         "nbformat>=5.10",
         "ipykernel>=6.29",
+        # Same as "oracle": CI runs the CLIP oracle tests.
+        "torch==2.13.0",
+        "open_clip_torch==3.3.0",
+        "transformers>=5.0",
     ],
+    # Reference CLIPs for tests/test_clip_*.py. torch is pinned to the CPU build
+    # installed from the local file; open_clip is pinned because the tests import
+    # its model code around the (CUDA-only, unimportable) torchvision it pulls in.
+    "oracle": ["torch==2.13.0", "open_clip_torch==3.3.0", "transformers>=5.0"],
 }
 
 setuptools.setup(
