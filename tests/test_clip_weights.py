@@ -106,7 +106,7 @@ def test_merge_into_head_params(ref_file):
   from musiq_jax.clip import heads  # pylint: disable=g-import-not-at-top
   spec = _spec()
   head = heads.ClipLinearProbe(spec)
-  params = head.init(jax.random.key(0), np.zeros((1, 224, 224, 3), np.float32))["params"]
+  params = jax.jit(head.init)(jax.random.key(0), np.zeros((1, 224, 224, 3), np.float32))["params"]
   merged = weights.merge_clip_params(params, weights.load_clip_params(ref_file, spec))
   np.testing.assert_array_equal(merged["head"]["kernel"], params["head"]["kernel"])
   assert not np.allclose(merged["clip"]["visual"]["proj"], params["clip"]["visual"]["proj"])
