@@ -60,7 +60,7 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, tx: optax.GradientTransfo
     (loss, metrics), grads = jax.value_and_grad(_loss, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
