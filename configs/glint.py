@@ -10,6 +10,7 @@ batch 32 of 224 crops, 25 test crops.
   get_config()            # the paper's setting, size "vit_small_r50"
   get_config("runlocal")  # "tiny" on 64 px crops: tests and laptops
   get_config("small")     # "small" on 64 px crops: the CPU demo
+  get_config("musiq_init")  # "vit_musiq_r50": set init.musiq_npz
 
 Model sizes live in `GLINT_SIZES` (exact parameter counts are asserted in
 tests/test_glint.py). Departures from the paper are listed in docs/glint.md.
@@ -30,6 +31,22 @@ GLINT_SIZES = {
         num_layers=12,
         num_heads=6,
         mlp_dim=1536,
+        feature_layers=(6, 7, 8, 9),
+        resnet_num_layers=50,
+        resnet_num_stages=3,
+        resnet_width=64,
+        image_size=224,
+    ),
+    # The paper's layout with the released MUSIQ's block shape (MLP 1152
+    # instead of ViT-S's 1536, 14 layers): MUSIQ's transformer blocks 0-9
+    # load into it (`glint.load_vit_from_musiq`), timm's ViT-S cannot be
+    # fetched here.
+    "vit_musiq_r50": dict(
+        patch_size=16,
+        hidden_size=384,
+        num_layers=14,
+        num_heads=6,
+        mlp_dim=1152,
         feature_layers=(6, 7, 8, 9),
         resnet_num_layers=50,
         resnet_num_stages=3,
@@ -81,7 +98,9 @@ def get_config(arg=None):
   args = str(arg).split(",") if arg else []
   runlocal = "runlocal" in args
   size = "tiny" if runlocal else "small" if "small" in args else "vit_small_r50"
-  paper = size == "vit_small_r50"
+  if "musiq_init" in args:  # The paper's layout, ViT blocks from MUSIQ.
+    size = "vit_musiq_r50"
+  paper = size.startswith("vit_")
 
   config = ml_collections.ConfigDict()
   config.seed = 0  # init, crops and per-step dropout rng (folded with step)
@@ -95,8 +114,9 @@ def get_config(arg=None):
   config.model.dtype = "float32"  # computation dtype
 
   config.init = ml_collections.ConfigDict()
-  # A MUSIQ .npz of the same width (384): its Transformer blocks 0..9 load
-  # into the ViT blocks (`glint.load_vit_from_musiq`). None = random init.
+  # A MUSIQ .npz whose blocks match the ViT's (width, heads, MLP; size
+  # "vit_musiq_r50" for the released MUSIQ): its Transformer blocks 0..9
+  # load into the ViT (`glint.load_vit_from_musiq`). None = random init.
   # The paper starts from timm's ImageNet ViT-S/16, which we cannot fetch.
   config.init.musiq_npz = None
   config.init.load_patch_resnet = False  # also MUSIQ's root + block1/unit1

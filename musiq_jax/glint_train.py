@@ -224,6 +224,10 @@ def train_synthetic(config: ml_collections.ConfigDict, *,
   rng = jax.random.PRNGKey(config.seed)
   init_rng, step_rng = jax.random.split(rng)
   params = glint.init_params(model, init_rng, crop)
+  if config.init.get("musiq_npz"):
+    params = glint.load_vit_from_musiq(
+        config.init.musiq_npz, params,
+        load_patch_resnet=config.init.get("load_patch_resnet", False))
   state = create_state(config, model, params)
   step = jax.jit(functools.partial(train_step, loss_name=config.loss),
                  donate_argnums=0)

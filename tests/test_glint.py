@@ -18,8 +18,8 @@ from musiq_jax.models import vit
 import musiq_fixtures as mf
 
 # Exact parameter counts per registered size (crop = the size's image_size).
-EXPECTED_PARAMS = {"vit_small_r50": 37_074_645, "small": 1_067_873,
-                   "tiny": 296_817}
+EXPECTED_PARAMS = {"vit_small_r50": 37_074_645, "vit_musiq_r50": 34_121_685,
+                   "small": 1_067_873, "tiny": 296_817}
 # ResNet depth -> bottleneck units per stage, written out independently of
 # resnet.get_block_desc.
 _UNITS = {50: (3, 4, 6, 3), 11: (1, 1, 1), 8: (1, 1)}
@@ -99,6 +99,19 @@ def test_parameter_counts(size, paper_shapes):
     shapes = glint.param_shapes(glint.create_model(_config(size)),
                                 glint_config.GLINT_SIZES[size]["image_size"])
   assert glint.count_params(shapes) == EXPECTED_PARAMS[size]
+
+
+def test_musiq_size_takes_the_released_musiq_blocks():
+  # Shapes only: the released MUSIQ's blocks 0-9 and CLS fit the ViT of
+  # "vit_musiq_r50" exactly (widths, heads, MLP 1152).
+  model = glint.create_model(_config("vit_musiq_r50"))
+  ours = checkpoint.flatten(glint.param_shapes(model, 224))
+  musiq = mf.original_musiq_shapes()
+  for k, shape in musiq.items():
+    if k.startswith("Transformer/encoderblock_") and int(
+        k.split("/")[1].split("_")[1]) < 10 or k == "Transformer/cls":
+      target = "vgfe/" + k.replace("Transformer/cls", "cls")
+      assert ours[target].shape == shape, k
 
 
 def test_paper_size_tree(paper_shapes):

@@ -252,7 +252,7 @@ def load_vit_from_musiq(musiq: Union[str, Mapping[str, np.ndarray]],
     raise checkpoint.CheckpointError(
         f"{source}: MUSIQ width {theirs} != GlintIQA hidden_size {ours}; the "
         "transformer blocks only load into a ViT of the same width (size "
-        "'vit_small_r50' for the released 384-d MUSIQ).")
+        "'vit_musiq_r50' for the released MUSIQ).")
   built = {int(m.group(1)) for k in checkpoint.flatten(init_params)
            for m in [_BLOCK_RE.match(k)] if m}
   loaded, dropped = {}, 0
