@@ -5,9 +5,11 @@
 Builds the dataset from scikit-image's photos on first use, trains the
 `small` MUSIQ (1.7M params) for a few minutes on 2 CPU cores, and evaluates
 on held-out contents. `--config=configs/synthetic.py:tiny` is the test-sized
-variant. Not the paper's recipe (the paper fine-tunes ImageNet-pretrained
+variant; `:levels` (or `:levels_tiny`) uses the Q-Align rating-level head. Not the paper's recipe (the paper fine-tunes ImageNet-pretrained
 weights); sizes and steps are chosen to fit a laptop.
 """
+
+import ml_collections
 
 from musiq_jax.configs import base
 from musiq_jax.configs import models
@@ -39,7 +41,13 @@ def get_config(arg=None):
   c.log_every_steps = 50
   c.eval_every_steps = 200
   c.checkpoint_every_steps = 200
-  if arg == "tiny":
+  if arg and "levels" in arg:
+    # Q-Align-style head: 5 rating levels over the 1..5 MOS range, trained
+    # with cross-entropy, scored by the expectation of the level values.
+    c.head = "levels"
+    c.model.num_classes = 5
+    c.loss = ml_collections.ConfigDict(dict(soft=False))
+  if arg and "tiny" in arg:
     c = base.tiny(c)
     c.dataset = "synthetic_iqa/tiny"
     c.input.batching = "padded"
