@@ -58,6 +58,10 @@ flags.DEFINE_integer(
     "8192, about a 2900x2900 photo).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "Computation dtype; float32 reproduces the original scores.")
+flags.DEFINE_string(
+    "save_attention", None,
+    "Directory to write one PNG per scored image: the CLS token's attention "
+    "on each scale (last layer and rollout), see musiq_jax/visualize.py.")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff",
                     ".webp")
@@ -93,6 +97,22 @@ def format_table(results) -> str:
   return "\n".join(lines)
 
 
+def save_attention(scorer, results, out_dir: str) -> None:
+  """One `<image stem>.png` of attention overlays per scored image."""
+  from musiq_jax import visualize  # pylint: disable=g-import-not-at-top
+  os.makedirs(out_dir, exist_ok=True)
+  used = set()
+  for i, r in enumerate(results):
+    if r.error is not None:
+      continue
+    stem = os.path.splitext(os.path.basename(r.image))[0] or f"image_{i}"
+    name = stem if stem not in used else f"{stem}_{i}"
+    used.add(name)
+    path = os.path.join(out_dir, name + ".png")
+    visualize.save_attention_png(scorer, r.image, path, score=r.score)
+    print(f"attention: {path}", file=sys.stderr)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -126,6 +146,8 @@ def main(argv):
       print(json.dumps(r.to_dict()))
   else:
     print(format_table(results))
+  if FLAGS.save_attention:
+    save_attention(scorer, results, FLAGS.save_attention)
   failed = [r for r in results if r.error is not None]
   if failed:
     print(f"{len(failed)} of {len(results)} image(s) could not be scored.",
