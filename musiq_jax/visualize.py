@@ -640,6 +640,54 @@ def read_predictions(workdir: str, splits: Optional[Sequence[str]] = None
   return out
 
 
+def read_scalars(workdir: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+  """{tag: (steps, values)} from the TensorBoard event files in `workdir`.
+
+  Reads what clu's metric writer stores (TF2 tensor summaries, or legacy
+  simple values), all event files in step order.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  points: Dict[str, Dict[int, float]] = {}
+  for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents*"))):
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for v in event.summary.value:
+        if v.HasField("tensor"):
+          value = tf.make_ndarray(v.tensor)
+          if value.size != 1:
+            continue
+          value = float(value.reshape(()))
+        elif v.HasField("simple_value"):
+          value = float(v.simple_value)
+        else:
+          continue
+        points.setdefault(v.tag, {})[int(event.step)] = value
+  return {tag: (np.array(sorted(p)), np.array([p[s] for s in sorted(p)]))
+          for tag, p in points.items()}
+
+
+def plot_curves(scalars: Mapping[str, Tuple[Sequence[float], Sequence[float]]],
+                path: Optional[str] = None,
+                tags: Sequence[str] = ("train_loss", "val_srcc", "val_plcc"),
+                title: Optional[str] = None,
+                panel_size: Tuple[float, float] = (3.2, 2.6), dpi: int = 100):
+  """Training curves, one panel per tag (tags missing from `scalars` skipped)."""
+  tags = [t for t in tags if t in scalars] or sorted(scalars)[:3]
+  fig = _figure(panel_size[0] * max(len(tags), 1), panel_size[1])
+  axes = fig.subplots(1, max(len(tags), 1), squeeze=False)[0]
+  for ax, tag in zip(axes, tags):
+    steps, values = scalars[tag]
+    ax.plot(steps, values, marker="o", ms=3)
+    ax.set_title(tag, fontsize=8)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  return _finish(fig, path, dpi)
+
+
 def write_eval_plots(workdir: str, predictions_by_split: Mapping[str, Any],
                      dpi: int = 100) -> List[str]:
   """Writes `scatter_<split>.png` per split and `histograms.png`.

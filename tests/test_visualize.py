@@ -294,3 +294,19 @@ def test_predict_cli_saves_one_attention_png_per_image(tmp_path):
   for name in ("chelsea.png", "coffee.png"):
     w, h = _png_size(str(out_dir / name))
     assert (w, h) == (3 * 260, 2 * 260)  # 3 scales x 2 methods.
+
+
+def test_training_curves_from_event_files(tmp_path):
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  writer = metric_writers.create_default_writer(str(tmp_path))
+  for step in (2, 4, 6):
+    writer.write_scalars(step, {"train_loss": 10.0 / step, "val_srcc": step})
+  writer.flush()
+  writer.close()
+  scalars = visualize.read_scalars(str(tmp_path))
+  np.testing.assert_array_equal(scalars["train_loss"][0], [2, 4, 6])
+  np.testing.assert_allclose(scalars["train_loss"][1], [5.0, 2.5, 10 / 6],
+                             rtol=1e-6)
+  path = str(tmp_path / "curves.png")
+  visualize.plot_curves(scalars, path, panel_size=(2, 2), dpi=50)
+  assert _png_size(path) == (2 * 100, 100)  # Two of the default tags.
