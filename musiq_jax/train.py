@@ -243,9 +243,14 @@ class Trainer:
   def place_params(self, params) -> Any:
     return jax.device_put(params, self.state_sharding.params)
 
-  def evaluate(self, params, batches: Iterable[Mapping[str, np.ndarray]]
+  def evaluate(self, params, batches: Iterable[Mapping[str, np.ndarray]],
+               predictions: Optional[Dict[str, list]] = None
                ) -> Dict[str, float]:
-    """Metrics over one pass of an eval stream (padding examples ignored)."""
+    """Metrics over one pass of an eval stream (padding examples ignored).
+
+    If `predictions` is a dict, the valid examples' `prediction`, `label` and
+    `image_id` are appended to its lists (for plots and bootstrap CIs).
+    """
     collected = metrics_lib.IQAMetrics.empty()
     for batch in batches:
       scores = self.eval_step(params, self.device_batch(batch))
@@ -253,10 +258,33 @@ class Trainer:
       collected = collected.merge(
           metrics_lib.IQAMetrics.single_from_model_output(
               prediction=scores, label=batch["label"], valid=batch["valid"]))
+      if predictions is not None:
+        keep = np.asarray(batch["valid"]) > 0
+        predictions.setdefault("prediction", []).extend(scores[keep])
+        predictions.setdefault("label", []).extend(
+            np.asarray(batch["label"])[keep])
+        ids = batch.get("image_id", np.array([b""] * keep.size))
+        predictions.setdefault("image_id", []).extend(
+            [i.decode() if isinstance(i, bytes) else str(i)
+             for i in np.asarray(ids)[keep]])
     out = {k: float(v) for k, v in collected.compute().items()}
     out["num_images"] = int(sum(
         np.sum(v) for v in collected.srcc.values.get("valid", ())))
     return out
+
+
+def write_predictions(workdir: str, split: str, predictions: Dict[str, list]):
+  """`WORKDIR/predictions_<split>.npz`: per-image prediction, label, image_id."""
+  if jax.process_index() != 0:
+    return
+  np.savez(os.path.join(workdir, f"predictions_{split}.npz"),
+           prediction=np.asarray(predictions.get("prediction", []), np.float64),
+           label=np.asarray(predictions.get("label", []), np.float64),
+           image_id=np.asarray(predictions.get("image_id", []), str))
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(params)))
 
 
 # ----------------------------------------------------------------------------
@@ -348,10 +376,17 @@ def _restore_or_init(trainer: Trainer, manager, config, rng):
   return state, {"best_srcc": -math.inf, "best_step": -1}, how
 
 
-def evaluate_splits(trainer: Trainer, params, splits) -> Dict[str, Dict]:
-  return {split: trainer.evaluate(
-      params, _dataset(trainer.config, split, False, trainer))
-          for split in splits}
+def evaluate_splits(trainer: Trainer, params, splits,
+                    workdir: Optional[str] = None) -> Dict[str, Dict]:
+  """Metrics per split; with a workdir also writes predictions_<split>.npz."""
+  results = {}
+  for split in splits:
+    preds = {} if workdir else None
+    results[split] = trainer.evaluate(
+        params, _dataset(trainer.config, split, False, trainer), preds)
+    if workdir:
+      write_predictions(workdir, split, preds)
+  return results
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -427,9 +462,11 @@ def _best_params(trainer: Trainer, workdir: str, fallback):
 
 def _final_evaluation(trainer, config, workdir, writer, state, meta):
   params = _best_params(trainer, workdir, state.params)
-  results = evaluate_splits(trainer, params, config.eval_splits)
+  results = evaluate_splits(trainer, params, config.eval_splits, workdir)
   summary = {"step": int(jax.device_get(state.step)),
-             "best_step": meta["best_step"], "splits": results}
+             "best_step": meta["best_step"], "splits": results,
+             "model": f"{config.model_name}/{config.model_size}/{config.head}",
+             "num_params": count_params(params)}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(summary, f, indent=2, sort_keys=True)
@@ -445,8 +482,10 @@ def _evaluate_only(trainer, config, workdir, writer):
   path = config.init.pretrained_npz or os.path.join(workdir, "best.npz")
   init = jax.device_get(trainer.init_state(jax.random.PRNGKey(0)).params)
   params = trainer.place_params(checkpoint.load_params(path, init))
-  results = evaluate_splits(trainer, params, config.eval_splits)
-  summary = {"checkpoint": path, "splits": results}
+  results = evaluate_splits(trainer, params, config.eval_splits, workdir)
+  summary = {"checkpoint": path, "splits": results,
+             "model": f"{config.model_name}/{config.model_size}/{config.head}",
+             "num_params": count_params(params)}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval_results.json"), "w") as f:
       json.dump(summary, f, indent=2, sort_keys=True)

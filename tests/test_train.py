@@ -55,6 +55,10 @@ def test_end_to_end_results_best_npz_and_predict(data_dir, tmp_path):
     assert m["num_images"] > 0
     assert set(m) >= {"srcc", "plcc", "plcc_fitted", "krcc", "rmse"}
   assert os.path.exists(os.path.join(workdir, "best.npz"))
+  with np.load(os.path.join(workdir, "predictions_test.npz")) as p:
+    assert p["prediction"].shape == (results["splits"]["test"]["num_images"],)
+    assert len(set(p["image_id"].tolist())) == p["prediction"].size
+  assert results["num_params"] > 0
   assert glob.glob(os.path.join(workdir, "events.out.tfevents*"))
   scorer = scorer_lib.load_scorer(workdir=workdir)
   assert scorer.pp_config.longer_side_lengths == (64,)
