@@ -6,6 +6,7 @@ CLS output -> optional `pre_logits` (Dense + tanh) -> zero-initialised `head`.
 The parameter tree mirrors the released `.npz` checkpoints under `opt/target`.
 """
 
+import functools
 from typing import Any, Mapping, Optional, Union
 
 import flax.linen as nn
@@ -44,6 +45,11 @@ class Model(nn.Module):
       regularisation used in training only.
     dtype: computation dtype (params stay float32).
     sow_attention: store attention weights in the `intermediates` collection.
+    patch_chunk_size: patches the ResNet embeds per loop step (0 = all at
+      once). Its activations are 64 KB per patch per layer; in chunks of 32
+      they stay in cache instead of streaming ~70 MB tensors through memory
+      for every GroupNorm, which made the ResNet ~1.6x faster on CPU. Same
+      math: every patch is normalised on its own.
   """
   num_classes: int = 1
   hidden_size: int = 384
@@ -61,6 +67,27 @@ class Model(nn.Module):
   stochastic_layer_drop_rate: float = 0.0
   dtype: Any = jnp.float32
   sow_attention: bool = False
+  patch_chunk_size: int = 32
+
+  def _patch_features(self, x):
+    """[m, P, P, 3] -> [m, h', w', c'] by the patch ResNet, chunk by chunk."""
+    features = functools.partial(
+        resnet.resnet_patch_features, num_layers=self.resnet_num_layers,
+        width=self.resnet_width, dtype=self.dtype)
+    chunk = self.patch_chunk_size
+    m = x.shape[0]
+    if not chunk or m <= chunk:
+      return features(x)
+    padded = -(-m // chunk) * chunk
+    x = jnp.pad(x, [(0, padded - m)] + [(0, 0)] * (x.ndim - 1))
+    x = jnp.reshape(x, (padded // chunk, chunk) + x.shape[1:])
+    # A lifted scan with broadcast params: the submodules it creates attach
+    # to this module, so the parameter tree keeps the original's flat names.
+    _, y = nn.scan(
+        lambda module, carry, xs: (carry, features(xs)),
+        variable_broadcast="params",
+        split_rngs={"params": False})(self, None, x)
+    return jnp.reshape(y, (padded,) + y.shape[2:])[:m]
 
   def embed_patches(self, patches):
     """[n, L, P*P*3] patches -> [n, L, D] tokens (called inside __call__)."""
@@ -71,10 +98,7 @@ class Model(nn.Module):
       if patch_size * patch_size * 3 != channels:
         raise ValueError(f"Token width {channels} is not P*P*3.")
       x = jnp.reshape(x, [n * l, patch_size, patch_size, 3])
-      x = resnet.resnet_patch_features(
-          x, num_layers=self.resnet_num_layers, width=self.resnet_width,
-          dtype=self.dtype)
-      x = jnp.reshape(x, [n, l, -1])
+      x = jnp.reshape(self._patch_features(x), [n, l, -1])
     return nn.Dense(self.hidden_size, dtype=self.dtype, name="embedding")(x)
 
   @nn.compact
@@ -100,6 +124,8 @@ class Model(nn.Module):
         stochastic_layer_drop_rate=self.stochastic_layer_drop_rate,
         dtype=self.dtype,
         sow_attention=self.sow_attention,
+        # Only the CLS output is read; the attention maps need every token.
+        cls_only=not self.sow_attention,
         name="Transformer")(x, spatial, scale, mask, train=train)
     x = x[:, 0]
     if self.representation_size:

@@ -8,6 +8,7 @@ Defaults match `flax.nn`'s: LayerNorm eps 1e-6, tanh-approximated GELU,
 xavier-uniform kernels, MLP biases ~ N(0, 1e-6).
 """
 
+import functools
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
@@ -47,6 +48,65 @@ def _layer_drop(module: nn.Module, x, rate: float, deterministic: bool):
   return 1.0 - jax.random.bernoulli(rng, rate, shape).astype(x.dtype)
 
 
+class MultiHeadSelfAttention(nn.Module):
+  """Multi-head self-attention with flax's `MultiHeadDotProductAttention`
+  parameters (`query`, `key`, `value`: [D, H, D/H] kernels, `out`) and math.
+
+  Why not flax's module: on CPU, XLA fuses its softmax into the second
+  attention matmul and recomputes it there, which made attention ~2.4x
+  slower than its matmuls (68 ms vs 29 ms per layer at 1024 tokens). Here the
+  normalisation is deferred: `(exp(s - max) @ v) / sum(exp(s - max))`, the same
+  result up to float rounding, with an [L, L] pass fewer. `num_queries` keeps
+  only the first queries (MUSIQ's last layer needs the CLS token alone).
+  """
+  num_heads: int
+  dtype: Any = jnp.float32
+  dropout_rate: float = 0.0
+  kernel_init: Callable = nn.initializers.xavier_uniform()
+
+  @nn.compact
+  def __call__(self, x, mask, *, deterministic: bool,
+               num_queries: Optional[int] = None, sow_weights: bool = False):
+    width = x.shape[-1]
+    if width % self.num_heads:
+      raise ValueError(f"Width {width} is not divisible by "
+                       f"{self.num_heads} heads.")
+    head_dim = width // self.num_heads
+    dense = functools.partial(
+        nn.DenseGeneral, axis=-1, features=(self.num_heads, head_dim),
+        dtype=self.dtype, kernel_init=self.kernel_init)
+    x_q = x if num_queries is None else x[:, :num_queries]
+    query = dense(name="query")(x_q)
+    key = dense(name="key")(x)
+    value = dense(name="value")(x)
+    query = query / jnp.sqrt(head_dim).astype(query.dtype)
+    # [B, H, Q, K] logits; softmax statistics in float32 even for bfloat16.
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key,
+                        preferred_element_type=jnp.float32)
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    unnormalized = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+    denominator = jnp.sum(unnormalized, axis=-1)[..., None]  # [B, H, Q, 1]
+    if sow_weights:
+      self.sow("intermediates", "attention_weights",
+               (unnormalized / denominator).astype(self.dtype))
+    if not deterministic and self.dropout_rate > 0.0:
+      # Dropping unnormalised weights then dividing by the full sum equals
+      # dropout applied to the softmax.
+      keep_prob = 1.0 - self.dropout_rate
+      keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob,
+                                  unnormalized.shape)
+      unnormalized = jnp.where(keep, unnormalized / keep_prob, 0.0)
+    value = jnp.transpose(value, (0, 2, 1, 3))  # [B, H, K, D/H]
+    out = jnp.einsum("bhqk,bhkd->bhqd", unnormalized.astype(self.dtype), value,
+                     preferred_element_type=jnp.float32)
+    out = (out / denominator).astype(self.dtype)
+    return nn.DenseGeneral(
+        features=width, axis=(-2, -1), dtype=self.dtype,
+        kernel_init=self.kernel_init, name="out")(
+            jnp.transpose(out, (0, 2, 1, 3)))
+
+
 class Encoder1DBlock(nn.Module):
   """Pre-LN encoder block: x + MHSA(LN(x)), then + MLP(LN(.))."""
   mlp_dim: int
@@ -58,17 +118,19 @@ class Encoder1DBlock(nn.Module):
   sow_attention: bool = False
 
   @nn.compact
-  def __call__(self, inputs, attention_mask, *, deterministic: bool):
+  def __call__(self, inputs, attention_mask, *, deterministic: bool,
+               num_queries: Optional[int] = None):
+    """`num_queries`: output only the first tokens (all keys still attend)."""
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_0")(inputs)
-    x = nn.MultiHeadDotProductAttention(
+    x = MultiHeadSelfAttention(
         num_heads=self.num_heads,
         dtype=self.dtype,
-        kernel_init=nn.initializers.xavier_uniform(),
-        broadcast_dropout=False,
         dropout_rate=self.attention_dropout_rate,
         name="MultiHeadDotProductAttention_1")(
-            x, x, mask=attention_mask, deterministic=deterministic,
-            sow_weights=self.sow_attention)
+            x, attention_mask, deterministic=deterministic,
+            num_queries=num_queries, sow_weights=self.sow_attention)
+    if num_queries is not None:
+      inputs = inputs[:, :num_queries]
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     x = x * _layer_drop(self, x, self.layer_drop_p, deterministic) + inputs
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_2")(x)
@@ -90,10 +152,16 @@ class Encoder(nn.Module):
   stochastic_layer_drop_rate: float = 0.0
   dtype: Any = jnp.float32
   sow_attention: bool = False
+  cls_only: bool = False
 
   @nn.compact
   def __call__(self, x, spatial_positions, scale_positions, input_masks, *,
                train: bool = False):
+    """[B, L, D] tokens -> [B, L + 1, D] (CLS first), or [B, 1, D] if cls_only.
+
+    `cls_only` skips what cannot reach the CLS output: the last block's
+    queries and MLP for the other tokens (~1/14 of the FLOPs, exact math).
+    """
     x = spatial_embedding.AddHashSpatialPositionEmbs(
         self.spatial_pos_grid_size, name="posembed_input")(x, spatial_positions)
     if self.use_scale_emb:
@@ -118,5 +186,8 @@ class Encoder(nn.Module):
           layer_drop_p=(lyr / max(self.num_layers - 1, 1)) *
           self.stochastic_layer_drop_rate,
           sow_attention=self.sow_attention,
-          name=f"encoderblock_{lyr}")(x, attention_mask, deterministic=not train)
+          name=f"encoderblock_{lyr}")(
+              x, attention_mask, deterministic=not train,
+              num_queries=(1 if self.cls_only and lyr == self.num_layers - 1
+                           else None))
     return nn.LayerNorm(epsilon=1e-6, name="encoder_norm")(x)
