@@ -41,7 +41,10 @@ def main(argv):
                                process_id=FLAGS.process_id)
   elif FLAGS.distributed:
     jax.distributed.initialize()
-  from musiq_jax import train  # pylint: disable=g-import-not-at-top
+  if FLAGS.config.get("trainer") == "crop":  # RankIQA-style crop baselines.
+    from musiq_jax import crop_train as train  # pylint: disable=g-import-not-at-top
+  else:
+    from musiq_jax import train  # pylint: disable=g-import-not-at-top
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(),
                jax.process_count(), jax.devices())
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
