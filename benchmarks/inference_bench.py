@@ -1,0 +1,228 @@
+r"""Inference speed of MUSIQ (ours, JAX) next to pyiqa's PyTorch MUSIQ.
+
+Same run, same photos, same weights (the default 3-scale MUSIQ with random
+weights in the original `.npz` layout, mapped into pyiqa's state dict), same
+preprocessed tokens. Prints tables:
+
+1. per photo size at batch 1: tokens, preprocessing time, our first call
+   (compile + run) and steady-state time, pyiqa's steady-state time, the
+   speed ratio, and the score difference (pyiqa with the original's tanh
+   GELU: float tolerance; pyiqa as shipped uses the exact erf GELU);
+2. batched: 4 photos per forward pass, both models;
+3. a stream of mixed-size photos through `Scorer.score` (decode-free uint8
+   arrays, preprocessing included): images/s and compilations after warm-up;
+4. achieved FLOP/s of our forward pass (XLA's cost analysis of the compiled
+   program, and a formula count of the real tokens' FLOPs) as a percentage of
+   the float32 2048x2048 matmul FLOP/s measured in the same run;
+5. opt-in bfloat16 compute: time and score change;
+6. peak resident memory of scoring one 1024x768 photo in a fresh process.
+
+Usage:
+  python benchmarks/inference_bench.py [--repeats=5] [--skip_pyiqa]
+      [--sizes=1024x768,512x384] [--batch_size=4] [--no_rss]
+
+pyiqa is run from its wheel (see benchmarks/common.py for why and how); the
+first run downloads it with `pip download pyiqa==0.1.16 --no-deps`.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from musiq_jax import preprocessing  # pylint: disable=g-import-not-at-top,wrong-import-position
+from musiq_jax import scorer as scorer_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CKPT = os.path.join(common.CACHE_DIR, "musiq_random_seed0.npz")
+
+
+def formula_gflops(num_tokens: int, width: int = 64, d: int = 384,
+                   layers: int = 14, mlp: int = 1152) -> float:
+  """Multiply-add FLOPs (x2) of the forward pass over `num_tokens` tokens.
+
+  Patch ResNet per token: root 7x7/2 conv (16x16 outputs), then on 8x8:
+  conv_proj and conv3 (w -> 4w, 1x1), conv1 (1x1), conv2 (3x3); embedding
+  Dense; per block: QKV + out projections, QK^T and PV over all tokens, MLP.
+  (The last block's CLS-only shortcut is not subtracted: this counts the
+  work a plain implementation does.)
+  """
+  resnet = 16 * 16 * 7 * 7 * 3 * width + 8 * 8 * (
+      2 * width * 4 * width + width * width + 9 * width * width)
+  embed = 8 * 8 * 4 * width * d
+  block = 4 * d * d + 2 * d * mlp + 2 * num_tokens * d
+  return 2.0 * num_tokens * (resnet + embed + layers * block) / 1e9
+
+
+def xla_gflops(scorer, batch) -> float:
+  compiled = scorer._predict.lower(scorer.params, batch).compile()  # pylint: disable=protected-access
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"]) / 1e9
+
+
+def steady(fn, repeats):
+  fn()  # One more warm call, then the timed ones.
+  return float(np.median(common.times(fn, repeats)))
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--repeats", type=int, default=5)
+  ap.add_argument("--batch_size", type=int, default=4)
+  ap.add_argument("--sizes", default=",".join(
+      n.split()[0] for n, _, _ in common.PHOTO_SIZES))
+  ap.add_argument("--skip_pyiqa", action="store_true")
+  ap.add_argument("--no_rss", action="store_true")
+  ap.add_argument("--no_bf16", action="store_true")
+  args = ap.parse_args()
+
+  print(f"# MUSIQ inference benchmark  ({common.loadavg()}, "
+        f"{os.cpu_count()} CPUs, jax {jax.__version__}, "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
+  mm_np, mm_jax = common.matmul_gflops()
+  print(f"float32 2048^3 matmul: numpy {mm_np:.0f} GFLOP/s, jax {mm_jax:.0f} "
+        "GFLOP/s (best of 5)")
+
+  flat = common.random_checkpoint(CKPT)
+  scorer = scorer_lib.load_scorer(CKPT)
+  photos = {n.split()[0]: (n, common.photo(w, h, i))
+            for i, (n, w, h) in enumerate(common.PHOTO_SIZES)}
+  wanted = [s for s in args.sizes.split(",") if s]
+
+  torch = pyiqa = pyiqa_tanh = None
+  if not args.skip_pyiqa:
+    import torch  # pylint: disable=g-import-not-at-top,redefined-outer-name
+    torch.set_num_threads(2)
+    pyiqa, origin = common.build_pyiqa(flat)
+    pyiqa_tanh, _ = common.build_pyiqa(flat, tanh_gelu=True)
+    print(f"PyTorch reference: {origin}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+
+  def run_pyiqa(model, batch):
+    with torch.inference_mode():
+      return model(common.pyiqa_tokens(batch)).numpy().reshape(-1)
+
+  # -- 1. Per size, batch 1. -------------------------------------------------
+  print("\n## Batch 1 (steady state = median of "
+        f"{args.repeats}; times in seconds)")
+  print("| photo | tokens (bucket) | preprocess | ours 1st call | ours | "
+        "ours img/s | pyiqa | pyiqa img/s | speed-up | |Δscore| tanh / erf |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  feats_1024 = None
+  for key in wanted:
+    name, image = photos[key]
+    t = time.perf_counter()
+    feats = scorer.preprocess(image)
+    t_pp = min([time.perf_counter() - t] + common.times(
+        lambda: scorer.preprocess(image), 2))  # pylint: disable=cell-var-from-loop
+    n = int(feats["mask"].shape[0])
+    bucket = scorer_lib.length_bucket(n)
+    batch = preprocessing.pad_batch([feats], bucket)
+    run = lambda: np.asarray(scorer._predict(scorer.params, batch))  # pylint: disable=protected-access,cell-var-from-loop
+    t = time.perf_counter()
+    ours = run()
+    t_first = time.perf_counter() - t
+    t_ours = steady(run, args.repeats)
+    row = (f"| {name} | {n} ({bucket}) | {t_pp:.3f} | {t_first:.2f} | "
+           f"{t_ours:.3f} | {1 / t_ours:.2f} |")
+    if pyiqa is not None:
+      exact = preprocessing.pad_batch([feats])  # pyiqa: no padding needed.
+      ref = run_pyiqa(pyiqa, exact)
+      ref_tanh = run_pyiqa(pyiqa_tanh, exact)
+      t_ref = steady(lambda: run_pyiqa(pyiqa, exact), args.repeats)  # pylint: disable=cell-var-from-loop
+      row += (f" {t_ref:.3f} | {1 / t_ref:.2f} | {t_ref / t_ours:.2f}x | "
+              f"{abs(ours[0] - ref_tanh[0]):.1e} / {abs(ours[0] - ref[0]):.1e}"
+              " |")
+    else:
+      row += " - | - | - | - |"
+    print(row, flush=True)
+    if key == "1024x768":
+      feats_1024, t_1024 = feats, t_ours
+
+  # -- 2. Batched. -----------------------------------------------------------
+  bs = args.batch_size
+  batched = scorer_lib.load_scorer(CKPT, batch_size=bs)
+  group = [batched.preprocess(common.photo(1024, 768, i)) for i in range(bs)]
+  bucket = scorer_lib.length_bucket(max(f["mask"].shape[0] for f in group))
+  batch = preprocessing.pad_batch(group, bucket)
+  run = lambda: np.asarray(batched._predict(batched.params, batch))  # pylint: disable=protected-access
+  t = time.perf_counter()
+  ours = run()
+  t_first = time.perf_counter() - t
+  t_ours = steady(run, max(2, args.repeats // 2))
+  print(f"\n## Batch {bs} (four 1024x768 photos per call; seconds per call)")
+  print("| model | 1st call | steady | img/s | max |Δscore| vs pyiqa(tanh) |")
+  print("|---|---|---|---|---|")
+  print(f"| ours | {t_first:.2f} | {t_ours:.3f} | {bs / t_ours:.2f} | |")
+  if pyiqa is not None:
+    exact = preprocessing.pad_batch(group)
+    ref = run_pyiqa(pyiqa_tanh, exact)
+    t_ref = steady(lambda: run_pyiqa(pyiqa, exact), max(2, args.repeats // 2))
+    print(f"| pyiqa | | {t_ref:.3f} | {bs / t_ref:.2f} | "
+          f"{np.abs(ours - ref).max():.1e} |")
+    print(f"speed-up at batch {bs}: {t_ref / t_ours:.2f}x")
+
+  # -- 3. Mixed-size stream through the public API. --------------------------
+  stream = [photos[k][1] for k in wanted] * 2
+  fresh = scorer_lib.load_scorer(CKPT)
+  t = time.perf_counter()
+  fresh.score(stream)
+  t_warm = time.perf_counter() - t
+  compiled = fresh.num_compilations()
+  t = time.perf_counter()
+  fresh.score(stream)
+  t_stream = time.perf_counter() - t
+  print(f"\n## Mixed stream ({len(stream)} photos of {len(wanted)} sizes, "
+        "Scorer.score on uint8 arrays, preprocessing included)")
+  print(f"warm-up pass {t_warm:.1f} s, {compiled} programs compiled; second "
+        f"pass {t_stream:.1f} s = {len(stream) / t_stream:.2f} img/s, "
+        f"compilations after warm-up: {fresh.num_compilations() - compiled}")
+
+  # -- 4. FLOP/s. ------------------------------------------------------------
+  if feats_1024 is not None:
+    n = int(feats_1024["mask"].shape[0])
+    batch = preprocessing.pad_batch([feats_1024], scorer_lib.length_bucket(n))
+    xla = xla_gflops(scorer, batch)
+    real = formula_gflops(n)
+    mm_now = common.matmul_gflops()[1]
+    print("\n## Achieved FLOP/s at 1024x768 (batch 1)")
+    print("| FLOP count | GFLOP | GFLOP/s | % of jax matmul "
+          f"({mm_jax:.0f} at start / {mm_now:.0f} now) |")
+    print("|---|---|---|---|")
+    for label, g in (("XLA cost_analysis, padded program", xla),
+                     (f"formula, {n} real tokens", real)):
+      print(f"| {label} | {g:.1f} | {g / t_1024:.0f} | "
+            f"{100 * g / t_1024 / max(mm_jax, mm_now):.0f}% |")
+
+    # -- 5. bfloat16 (opt-in). -----------------------------------------------
+    if not args.no_bf16:
+      bf16 = scorer_lib.load_scorer(CKPT, dtype=jnp.bfloat16)
+      run = lambda: np.asarray(bf16._predict(bf16.params, batch))  # pylint: disable=protected-access
+      s16 = run()
+      t16 = steady(run, args.repeats)
+      s32 = np.asarray(scorer._predict(scorer.params, batch))  # pylint: disable=protected-access
+      print(f"\nbfloat16 compute (opt-in --dtype=bfloat16): {t16:.3f} s vs "
+            f"float32 {t_1024:.3f} s; score {s16[0]:.4f} vs {s32[0]:.4f} "
+            f"(|Δ| {abs(s16[0] - s32[0]):.1e})")
+
+  # -- 6. Peak RSS. ----------------------------------------------------------
+  if not args.no_rss:
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import common\n"
+            "from musiq_jax import scorer as scorer_lib\n"
+            f"s = scorer_lib.load_scorer({CKPT!r})\n"
+            "r = s.score([common.photo(1024, 768)])[0]\n"
+            "assert r.error is None, r.error\n")
+    print(f"\nPeak RSS, fresh process scoring one 1024x768 photo: "
+          f"{common.rss_of(code):.2f} GB")
+  print(f"\n({common.loadavg()} at the end)")
+
+
+if __name__ == "__main__":
+  main()
