@@ -133,3 +133,41 @@ def test_sharded_steps_equal_single_device():
                        text=True, env=env, timeout=600)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   assert "OK" in out.stdout
+
+
+def _free_port():
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(tmp_path):
+  script = os.path.join(os.path.dirname(__file__), "multihost_check.py")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  env.pop("XLA_FLAGS", None)
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, script, str(i), "2", str(port),
+       str(tmp_path / f"p{i}.npz")], stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True, env=env) for i in range(2)]
+  outs = []
+  try:
+    for p in procs:
+      outs.append(p.communicate(timeout=400)[0])
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+    assert "DONE" in out and " 2 4" in out  # 2 processes, 4 devices.
+  single = subprocess.run(
+      [sys.executable, script, "0", "1", "0", str(tmp_path / "single.npz")],
+      capture_output=True, text=True, env=env, timeout=400)
+  assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+  p0 = checkpoint.read_params(str(tmp_path / "p0.npz"))
+  p1 = checkpoint.read_params(str(tmp_path / "p1.npz"))
+  ref = checkpoint.read_params(str(tmp_path / "single.npz"))
+  for k in ref:
+    np.testing.assert_array_equal(p0[k], p1[k])
+    np.testing.assert_allclose(p0[k], ref[k], rtol=2e-4, atol=2e-5)
