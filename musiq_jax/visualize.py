@@ -512,7 +512,7 @@ def plot_hse_similarity(similarity: np.ndarray, path: Optional[str] = None,
     for j in range(g):
       mosaic[i * cell:i * cell + g, j * cell:j * cell + g] = sim[i, j]
   fig = _figure(size, size)
-  ax = fig.add_axes([0.08, 0.08, 0.76, 0.84])
+  ax = fig.add_axes([0.09, 0.08, 0.72, 0.84])
   im = ax.imshow(mosaic, cmap=cmap, vmin=-1.0, vmax=1.0,
                  interpolation="nearest")
   centres = np.arange(g) * cell + (g - 1) / 2
@@ -521,7 +521,7 @@ def plot_hse_similarity(similarity: np.ndarray, path: Optional[str] = None,
   ax.set_xlabel("column t_j")
   ax.set_ylabel("row t_i")
   ax.set_title(title or f"HSE cosine similarity ({g}x{g} grid)", fontsize=9)
-  cax = fig.add_axes([0.87, 0.2, 0.03, 0.6])
+  cax = fig.add_axes([0.84, 0.2, 0.03, 0.6])
   fig.colorbar(im, cax=cax)
   return _finish(fig, path, dpi)
 
