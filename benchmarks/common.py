@@ -249,13 +249,19 @@ def pyiqa_tokens(batch: Dict[str, np.ndarray]):
 
 
 def rss_of(code: str) -> float:
-  """Peak resident memory (GB) of a fresh Python process running `code`."""
-  wrapper = (code + "\nimport resource\n"
-             "print('MAXRSS_KB', resource.getrusage("
-             "resource.RUSAGE_SELF).ru_maxrss)\n")
+  """Peak resident memory (GB) of a fresh Python process running `code`.
+
+  Read from the child's own `VmHWM` (/proc/self/status). Its
+  `getrusage(RUSAGE_SELF).ru_maxrss` is not used: Linux carries the high-water
+  mark of the forked parent's memory across `exec`, so a child started from
+  this (big) benchmark process reports at least the parent's size.
+  """
+  wrapper = (code + "\nfor line in open('/proc/self/status'):\n"
+             "  if line.startswith('VmHWM'):\n"
+             "    print('VMHWM_KB', line.split()[1])\n")
   out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True,
                        text=True, cwd=_ROOT, check=False)
   for line in out.stdout.splitlines():
-    if line.startswith("MAXRSS_KB"):
+    if line.startswith("VMHWM_KB"):
       return int(line.split()[1]) / 1024**2
   raise RuntimeError(f"RSS probe failed:\n{out.stderr[-3000:]}")

@@ -1,0 +1,86 @@
+"""The fast paths compute what the plain ones do (tiny sizes; no timing)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from musiq_jax import scorer as scorer_lib
+from musiq_jax.configs import models as model_sizes
+from musiq_jax.models import musiq
+from musiq_jax.models import transformer
+
+
+def _tokens(batch, length, seed=0):
+  rng = np.random.default_rng(seed)
+  mask = np.ones((batch, length), np.int32)
+  mask[0, length // 2:] = 0
+  return {
+      "patches": rng.uniform(-1, 1, (batch, length, 3072)).astype(np.float32),
+      "spatial": rng.integers(0, 100, (batch, length)).astype(np.int32),
+      "scale": rng.integers(0, 3, (batch, length)).astype(np.int32),
+      "mask": mask,
+  }
+
+
+def _random_like(params, seed=0):
+  """Non-trivial values everywhere (the head and gn3 start at zero)."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(tree, [
+      0.3 * jax.random.normal(k, x.shape, x.dtype) + (x if x.ndim > 1 else 1.0)
+      for k, x in zip(keys, leaves)])
+
+
+def test_attention_equals_flax_multi_head_attention():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 16)),
+                  jnp.float32)
+  mask = jnp.asarray(np.arange(9)[None, None, None, :] <
+                     np.array([9, 5])[:, None, None, None])
+  ref = nn.MultiHeadDotProductAttention(
+      num_heads=4, kernel_init=nn.initializers.xavier_uniform())
+  ours = transformer.MultiHeadSelfAttention(num_heads=4)
+  params = jax.jit(lambda k: ref.init(k, x, x, mask=mask))(
+      jax.random.PRNGKey(0))
+  # Same names, shapes and initial values as flax's module.
+  ours_init = jax.jit(lambda k: ours.init(k, x, mask, deterministic=True))(
+      jax.random.PRNGKey(0))
+  jax.tree.map(np.testing.assert_array_equal, ours_init, params)
+  params = _random_like(params)
+
+  @jax.jit
+  def outputs(params):
+    return (ref.apply(params, x, x, mask=mask),
+            ours.apply(params, x, mask, deterministic=True),
+            ours.apply(params, x, mask, deterministic=True, num_queries=1))
+
+  want, got, first = outputs(params)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(first, want[:, :1], rtol=1e-5, atol=1e-5)
+
+
+def test_fast_model_paths_equal_plain_paths():
+  cfg = model_sizes.get_model_config("tiny")
+  x = _tokens(batch=2, length=11)
+  fast = musiq.Model(num_scales=3, patch_chunk_size=4, **cfg)  # 22 % 4 != 0.
+  plain = musiq.Model(num_scales=3, patch_chunk_size=0, sow_attention=True,
+                      **cfg)
+  params = jax.jit(plain.init)(jax.random.PRNGKey(0), x)["params"]
+  fast_init = jax.jit(fast.init)(jax.random.PRNGKey(0), x)["params"]
+  jax.tree.map(np.testing.assert_array_equal, fast_init, params)
+  params = _random_like(params, seed=1)
+  got = jax.jit(fast.apply)({"params": params}, x)
+  want, _ = jax.jit(lambda p, x: plain.apply(
+      {"params": p}, x, mutable=["intermediates"]))(params, x)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_length_buckets_cover_with_little_padding():
+  prev = 0
+  for n in range(1, 9000):
+    b = scorer_lib.length_bucket(n)
+    assert b >= n and b >= prev
+    if n >= 128:
+      assert b <= n * 1.0625 + 16, (n, b)
+    prev = b
+  assert scorer_lib.length_bucket(961) == 992  # A 1024x768 photo.
