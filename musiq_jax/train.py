@@ -470,6 +470,9 @@ def _final_evaluation(trainer, config, workdir, writer, state, meta):
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(summary, f, indent=2, sort_keys=True)
+    # Predicted-vs-MOS scatter (with the fitted logistic) and histograms.
+    from musiq_jax import visualize  # pylint: disable=g-import-not-at-top
+    visualize.write_eval_plots(workdir, visualize.read_predictions(workdir))
   writer.write_scalars(summary["step"], {
       f"{s}_{k}": v for s, m in results.items() for k, v in m.items()})
   writer.flush()
