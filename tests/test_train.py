@@ -59,6 +59,7 @@ def test_end_to_end_results_best_npz_and_predict(data_dir, tmp_path):
     assert p["prediction"].shape == (results["splits"]["test"]["num_images"],)
     assert len(set(p["image_id"].tolist())) == p["prediction"].size
   assert results["num_params"] > 0
+  assert os.path.getsize(os.path.join(workdir, "scatter_test.png")) > 0
   assert glob.glob(os.path.join(workdir, "events.out.tfevents*"))
   scorer = scorer_lib.load_scorer(workdir=workdir)
   assert scorer.pp_config.longer_side_lengths == (64,)
@@ -171,3 +172,58 @@ def test_two_processes_train_like_one(tmp_path):
   for k in ref:
     np.testing.assert_array_equal(p0[k], p1[k])
     np.testing.assert_allclose(p0[k], ref[k], rtol=2e-4, atol=2e-5)
+
+
+def _main_cmd(data_dir, workdir):
+  return [sys.executable, "-m", "musiq_jax.main",
+          f"--config={os.path.join(ROOT, 'configs', 'synthetic.py')}:tiny",
+          f"--workdir={workdir}", f"--config.data_dir={data_dir}",
+          "--config.num_train_steps=6", "--config.eval_every_steps=3",
+          "--config.checkpoint_every_steps=2"]
+
+
+def _kill_when(proc, condition, timeout=600):
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  start = time.time()
+  while time.time() - start < timeout and proc.poll() is None:
+    if condition():
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      return True
+    time.sleep(0.02)
+  proc.kill()
+  return False
+
+
+@pytest.mark.parametrize("moment", ["after_checkpoint", "during_checkpoint"])
+def test_sigkill_and_resume_equals_uninterrupted(data_dir, tmp_path, moment):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  ref = str(tmp_path / "ref")
+  subprocess.run(_main_cmd(data_dir, ref), check=True, env=env,
+                 capture_output=True, timeout=900)
+  work = str(tmp_path / "killed")
+  ckpts = os.path.join(work, "checkpoints")
+
+  def ready():
+    if not os.path.isdir(ckpts):
+      return False
+    names = os.listdir(ckpts)
+    if moment == "after_checkpoint":
+      return "2" in names
+    return any("tmp" in n for n in names)
+
+  proc = subprocess.Popen(_main_cmd(data_dir, work), env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  assert _kill_when(proc, ready), "training ended before it could be killed"
+  assert not os.path.exists(os.path.join(work, "results.json"))
+  out = subprocess.run(_main_cmd(data_dir, work), env=env, text=True,
+                       capture_output=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(os.path.join(ref, "results.json")) as f1, open(
+      os.path.join(work, "results.json")) as f2:
+    assert json.load(f1) == json.load(f2)
+  a = checkpoint.read_params(os.path.join(ref, "best.npz"))
+  b = checkpoint.read_params(os.path.join(work, "best.npz"))
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
