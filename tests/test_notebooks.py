@@ -32,7 +32,8 @@ def _params(name, tmp):
     return (f'WORKDIRS = None\nRUNS_ROOT = {str(tmp / "runs")!r}\n'
             f'CONFIGS = {{"MUSIQ tiny": "tiny", '
             f'"MUSIQ tiny + levels": "levels_tiny"}}\n'
-            f'NUM_TRAIN_STEPS = 2\nDATA_DIR = {data_dir}\nSPLIT = "test"\n')
+            f'NUM_TRAIN_STEPS = 2\nDATA_DIR = {data_dir}\nSPLIT = "test"\n'
+            f'BOOTSTRAP = 50\n')
   raise AssertionError(f"No test parameters for notebook {name}; add them "
                        "to tests/test_notebooks.py")
 
