@@ -48,6 +48,9 @@ EXTRAS_REQUIRE = {
     # installed from the local file; open_clip is pinned because the tests import
     # its model code around the (CUDA-only, unimportable) torchvision it pulls in.
     "oracle": ["torch==2.13.0", "open_clip_torch==3.3.0", "transformers>=5.0"],
+    # benchmarks/inference_bench.py: pyiqa's MUSIQ runs on torch (pyiqa's own
+    # model file is fetched with `pip download pyiqa==0.1.16 --no-deps`).
+    "benchmarks": ["torch==2.13.0"],
 }
 
 setuptools.setup(
