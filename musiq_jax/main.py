@@ -16,8 +16,9 @@ FLAGS = flags.FLAGS
 
 config_flags.DEFINE_config_file(
     "config", None, "Training config file (configs/*.py).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard "
-                    "events, best.npz and results.json.")
+if "workdir" not in FLAGS:  # Also defined by musiq_jax.predict.
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard "
+                      "events, best.npz and results.json.")
 flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0 for multi-host runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
@@ -25,7 +26,6 @@ flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() with no arguments (TPU "
                   "pods and managed clusters detect their settings).")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
@@ -51,4 +51,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

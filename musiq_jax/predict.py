@@ -26,9 +26,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("ckpt_path", None,
                     "MUSIQ checkpoint in the original .npz layout (released "
                     "koniq/spaq/paq2piq/ava checkpoints, or WORKDIR/best.npz).")
-flags.DEFINE_string("workdir", None,
-                    "Training workdir; scores with WORKDIR/best.npz when "
-                    "--ckpt_path is not given.")
+# musiq_jax.main defines --workdir too; both mean a training workdir, so a
+# process importing both (tests, notebooks) shares one flag.
+if "workdir" not in FLAGS:
+  flags.DEFINE_string("workdir", None,
+                      "Training workdir; scores with WORKDIR/best.npz when "
+                      "--ckpt_path is not given.")
 flags.DEFINE_multi_string(
     "image_path", [], "Image file, directory (its image files) or glob; "
     "repeat the flag for several.")
