@@ -1,5 +1,6 @@
 """MUSIQ model tests: names, parameter counts, invariances, a NumPy oracle."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,7 @@ from musiq_jax import checkpoint
 from musiq_jax import preprocessing
 from musiq_jax.configs import models as model_sizes
 from musiq_jax.models import musiq
+from musiq_jax.models import resnet
 import musiq_fixtures as mf
 import numpy_reference
 
@@ -166,3 +168,16 @@ def test_bfloat16_compute_stays_close():
   bf16 = jax.jit(_model("tiny", dtype=jnp.bfloat16).apply)({"params": params}, x)
   assert bf16.dtype == jnp.float32
   np.testing.assert_allclose(bf16, f32, atol=0.1 * float(np.abs(f32).max()) + 0.05)
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16, 4), (2, 15, 9, 3), (1, 1, 1, 2),
+                                   (2, 7, 8, 1)])
+def test_max_pool_same_equals_flax_pooling_and_its_gradient(shape):
+  # Random floats have no ties, so the select-chain gradient must equal
+  # XLA's select-and-scatter gradient exactly.
+  x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
+  ref = lambda v: nn.max_pool(v, (3, 3), strides=(2, 2), padding="SAME")
+  np.testing.assert_array_equal(resnet.max_pool_same(x, 3, 2), ref(x))
+  g_ours = jax.grad(lambda v: jnp.sum(resnet.max_pool_same(v, 3, 2)**2))(x)
+  g_ref = jax.grad(lambda v: jnp.sum(ref(v)**2))(x)
+  np.testing.assert_array_equal(g_ours, g_ref)

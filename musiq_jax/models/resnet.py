@@ -6,10 +6,13 @@ root GroupNorm keeps flax's default epsilon (1e-6) while the units use 1e-4;
 32 groups everywhere; the last GroupNorm of each unit starts at zero scale.
 """
 
+import functools
 from typing import Any, Sequence, Tuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Number of ResNet layers -> (blocks per stage, bottleneck), as the original.
 _BLOCK_DESC = {
@@ -43,6 +46,54 @@ def weight_standardize(w: jnp.ndarray, axis: Sequence[int],
                        eps: float) -> jnp.ndarray:
   w = w - jnp.mean(w, axis=axis)
   return w / (jnp.std(w, axis=axis) + eps)
+
+
+def _max_pool_slices(x: jnp.ndarray, window: int, stride: int) -> jnp.ndarray:
+  """TF SAME max pooling as an elementwise max of strided slices."""
+  pads = []
+  for size in x.shape[1:3]:
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    pads.append((total // 2, total - total // 2, out))
+  (t, b, oh), (l, r, ow) = pads
+  x = jnp.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=-np.inf)
+  y = None
+  for i in range(window):
+    for j in range(window):
+      s = x[:, i:i + (oh - 1) * stride + 1:stride,
+            j:j + (ow - 1) * stride + 1:stride]
+      y = s if y is None else jnp.maximum(y, s)
+  return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def max_pool_same(x: jnp.ndarray, window: int = 3,
+                  stride: int = 2) -> jnp.ndarray:
+  """`nn.max_pool(x, (window,) * 2, (stride,) * 2, "SAME")` with a fast VJP.
+
+  The forward pass is XLA's reduce-window (TF SAME padding, the smaller half
+  top/left). The backward pass differentiates the same pooling written as a
+  max of strided slices: a chain of elementwise selects instead of XLA's
+  select-and-scatter, which on CPU took 0.54 s for the 2144 patches of one
+  demo batch vs 0.17 s (the forward pass is 0.03 s). At exact ties the
+  gradient is shared among the tied inputs instead of going to the first;
+  after the ReLU the only common ties are zeros, whose gradient the ReLU
+  stops anyway.
+  """
+  return nn.max_pool(x, (window, window), strides=(stride, stride),
+                     padding="SAME")
+
+
+def _max_pool_fwd(x, window, stride):
+  return max_pool_same(x, window, stride), x
+
+
+def _max_pool_bwd(window, stride, x, g):
+  _, vjp = jax.vjp(lambda v: _max_pool_slices(v, window, stride), x)
+  return vjp(g)
+
+
+max_pool_same.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class StdConv(nn.Conv):
@@ -115,7 +166,7 @@ def resnet_patch_features(x: jnp.ndarray, *, num_layers: int, width: int,
               name="conv_root")(x)
   x = nn.GroupNorm(dtype=dtype, name="gn_root")(x)  # flax default eps 1e-6.
   x = nn.relu(x)
-  x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+  x = max_pool_same(x, 3, 2)
   blocks, bottleneck = get_block_desc(num_layers)
   for i, block_size in enumerate(blocks):
     x = ResNetStage(
