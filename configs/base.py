@@ -63,6 +63,9 @@ def get_config(arg=None):
   # Head/loss: "regression" (loss.kind mse|l1), "distribution" (AVA, EMD),
   # "levels" (Q-Align rating levels over mos_range).
   c.head = "regression"
+  # Initial bias of the zero-kernel head (the score every image starts
+  # with); None = the centre of mos_range for "regression", 0 otherwise.
+  c.head_bias_init = config_dict.placeholder(float)
   c.loss = ml_collections.ConfigDict(dict(kind="mse"))
 
   c.optimizer = ml_collections.ConfigDict(dict(

@@ -69,9 +69,20 @@ def pp_config(config, train: bool) -> preprocessing.PreprocessConfig:
   return preprocessing.PreprocessConfig.from_dict(d)
 
 
+def head_bias_init(config) -> float:
+  """`config.head_bias_init`, or the MOS range's centre for regression."""
+  if config.get("head_bias_init") is not None:
+    return float(config.head_bias_init)
+  if config.head == "regression":
+    lo, hi = config.mos_range
+    return 0.5 * (float(lo) + float(hi))
+  return 0.0
+
+
 def make_model(config, num_scales: int) -> musiq.Model:
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
-  return musiq.Model(num_scales=num_scales, dtype=dtype, **config.model)
+  return musiq.Model(num_scales=num_scales, dtype=dtype,
+                     head_bias_init=head_bias_init(config), **config.model)
 
 
 def make_loss_and_score(config):

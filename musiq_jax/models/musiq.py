@@ -45,6 +45,12 @@ class Model(nn.Module):
       regularisation used in training only.
     dtype: computation dtype (params stay float32).
     sow_attention: store attention weights in the `intermediates` collection.
+    head_bias_init: initial bias of the (zero-kernel) head, i.e. the score
+      every image starts with. The trainer sets the centre of the MOS range
+      for regression heads: Adam moves a parameter by about the learning
+      rate per step, so a bias starting at 0 needs thousands of steps to
+      reach a 1..5 (or 0..100) scale, and meanwhile the network bends its
+      features into a constant instead of learning quality.
     patch_chunk_size: patches the ResNet embeds per loop step at inference
       (0 = all at once). Its activations are 64 KB per patch per layer; in
       chunks of 32 they stay in cache instead of streaming ~70 MB tensors
@@ -70,6 +76,7 @@ class Model(nn.Module):
   dtype: Any = jnp.float32
   sow_attention: bool = False
   patch_chunk_size: int = 32
+  head_bias_init: float = 0.0
 
   def _patch_features(self, x, chunked: bool):
     """[m, P, P, 3] -> [m, h', w', c'] by the patch ResNet, chunk by chunk."""
@@ -133,5 +140,6 @@ class Model(nn.Module):
     if self.representation_size:
       x = nn.tanh(nn.Dense(self.representation_size, name="pre_logits")(x))
     x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                 bias_init=nn.initializers.constant(self.head_bias_init),
                  name="head")(x.astype(jnp.float32))
     return jnp.reshape(x, lead + (self.num_classes,))
