@@ -126,3 +126,44 @@ def tiny(c):
   c.eval_every_steps = 2
   c.checkpoint_every_steps = 2
   return c
+
+
+def crop_defaults(dataset: str, mos_range=(1.0, 5.0)):
+  """The fields `musiq_jax.crop_train` reads, shared by the crop baselines.
+
+  Crop baselines (RankIQA's CNN, GlintIQA, the CLIP heads) train on square
+  random crops (+ flip) and score an image by pooling `eval.num_crops`
+  crops; each config then sets its model, crop size, loss and optimizer.
+  """
+  c = ml_collections.ConfigDict()
+  c.trainer = "crop"  # musiq_jax.main dispatches to musiq_jax.crop_train.
+  c.stage = "finetune"  # MOS training ("rank": RankIQA's pre-training).
+  c.seed = 0  # Init, crops, dropout (folded with the step).
+  c.dataset = dataset
+  c.data_dir = config_dict.placeholder(str)  # TFDS data_dir (None: default).
+  c.manual_dir = config_dict.placeholder(str)  # A real dataset's downloads.
+  c.label_key = "mos"
+  c.mos_range = tuple(mos_range)  # The label scale (scores are mapped to it).
+  c.train_split = "train"
+  c.val_split = "validation"  # Best step chosen by SRCC on this split.
+  c.eval_splits = ("validation", "test")
+  c.input = ml_collections.ConfigDict(dict(
+      batch_size=16,
+      crops_per_image=1,  # Crops of one photo per example ([B, K, S, S, 3]).
+      flip=True,  # Horizontal flip: it does not alter quality.
+      shuffle_buffer=1024,
+      # A ClassLabel feature holding the distortion type (LIQE's task).
+      distortion_key=config_dict.placeholder(str)))
+  c.eval = ml_collections.ConfigDict(dict(
+      sampler="random",  # "random" windows, or "liqe" (evenly spaced).
+      num_crops=10,
+      reduce="mean",  # Pools crop scores (scalar models).
+      resize=768,  # "liqe": shorter side to this when both sides reach it.
+      stride=32))  # "liqe": unfold stride.
+  c.init = ml_collections.ConfigDict(dict(
+      pretrained_workdir=config_dict.placeholder(str),  # Its best.npz...
+      pretrained_npz=config_dict.placeholder(str),  # ...or a file directly.
+      dont_load=()))  # Regexes of params re-initialised when loading.
+  c.log_every_steps = 50
+  c.eval_every_steps = 100  # Best-by-validation-SRCC selection.
+  return c

@@ -1,42 +1,57 @@
 r"""Linear probe: frozen CLIP image features -> Dense -> MOS.
 
-  get_config()            # ViT-B/32 features
-  get_config("runlocal")  # tiny CLIP for tests
+Trained and scored by `musiq_jax.crop_train` through the main entry point:
+
+  python -m musiq_jax.main --config=configs/clip_linear.py:synthetic \
+      --workdir=DIR --config.init.clip_weights=CLIP.safetensors
+
+  get_config()             # ViT-B/32 features on KonIQ-10k
+  get_config("synthetic")  # tiny random CLIP on synthetic_iqa/small
+  get_config("runlocal")   # tiny CLIP on synthetic_iqa/tiny: tests
+
+A probe on random features is only a smoke test of the pipeline.
 """
 
 import ml_collections
+from ml_collections import config_dict
+
+from musiq_jax.configs import base
 
 
 def get_config(arg=None):
   """Returns the CLIP linear-probe config."""
-  runlocal = bool(arg) and "runlocal" in str(arg).split(",")
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  args = set(str(arg).split(",")) if arg else set()
+  runlocal, synthetic = "runlocal" in args, "synthetic" in args
+  cpu = runlocal or synthetic
+  if cpu:
+    config = base.crop_defaults("synthetic_iqa/tiny" if runlocal else
+                                "synthetic_iqa/small")
+  else:
+    config = base.crop_defaults("koniq10k", (0.0, 100.0))
 
+  config.model_name = "clip_linear"
   config.model = ml_collections.ConfigDict()
   config.model.name = "clip_linear"
-  config.model.clip = "tiny" if runlocal else "ViT-B/32"
+  config.model.clip = "tiny" if cpu else "ViT-B/32"
   config.model.dtype = "float32"
-  config.model.num_outputs = 1  # MOS regression (10 for an AVA histogram head)
+  config.model.num_outputs = 1  # MOS regression
 
-  config.init = ml_collections.ConfigDict()
-  config.init.clip_weights = None  # a probe on random features is only a smoke test
-  config.init.tokenizer_dir = None  # unused by the probe; kept for a uniform interface
+  config.init.clip_weights = config_dict.placeholder(str)
+  config.init.tokenizer_dir = config_dict.placeholder(str)  # unused
 
-  config.input = ml_collections.ConfigDict()
-  config.input.crop_size = 224
-  config.input.train_flip = True
-  config.input.eval = "center_crop"
-  config.input.batch_size = 4 if runlocal else 64
-
-  config.loss = ml_collections.ConfigDict()
-  config.loss.name = "mse"
+  config.crop_size = 224
+  config.input.batch_size = 4 if runlocal else (16 if synthetic else 64)
+  config.eval.num_crops = 2 if runlocal else 10
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3  # only the Dense head learns
-  config.optimizer.frozen = ("^clip/",)  # CLIP stays frozen (also stop_gradient in the head)
+  config.optimizer.weight_decay = 0.0
+  config.optimizer.grad_clip_norm = 0.0
+  config.optimizer.schedule = "cosine"
+  config.optimizer.frozen = ("^clip/",)  # CLIP stays frozen
 
-  config.num_steps = 4 if runlocal else 5000
-  config.log_every_steps = 1 if runlocal else 100
+  config.num_train_steps = 4 if runlocal else (300 if synthetic else 5000)
+  config.log_every_steps = 1 if runlocal else 50
+  config.eval_every_steps = 2 if runlocal else 100
   return config

@@ -1,53 +1,72 @@
-r"""CLIP-IQA (Wang et al., AAAI 2023): antonym prompts, zero-shot or CoOp-tuned.
+r"""CLIP-IQA / CLIP-IQA+ (Wang et al., AAAI 2023): an antonym prompt pair.
 
-  get_config()                   # CLIP-IQA+: 16 learnable context vectors, MSE
-  get_config("zeroshot")         # CLIP-IQA: fixed "Good photo." / "Bad photo."
-  get_config("runlocal")         # tiny CLIP for tests (combinable: "zeroshot,runlocal")
+Score = softmax(100 cos)[good] over ("Good photo.", "Bad photo.");
+CLIP-IQA+ learns 16 CoOp context vectors with MSE on MOS scaled to [0, 1]
+(FIELD_NOTES.md section 4). Trained and scored by `musiq_jax.crop_train`:
 
-The original uses CLIP RN50 without positional embedding (any input size); we
-have the ViT towers only, so inputs are 224 crops (see docs/clip.md).
+  python -m musiq_jax.main --config=configs/clipiqa.py:synthetic \
+      --workdir=DIR --config.init.tokenizer_dir=CLIP_TOKENIZER_DIR
+
+  get_config()             # CLIP-IQA+ on KonIQ-10k, ViT-B/32
+  get_config("zeroshot")   # no training (num_train_steps 0): zero-shot scores
+  get_config("synthetic")  # tiny random CLIP on synthetic_iqa/small: a CPU run
+  get_config("runlocal")   # tiny CLIP on synthetic_iqa/tiny: tests
+
+The original uses an RN50 CLIP without positional embedding (any input
+size); the modified-ResNet tower is not implemented, so ViT-B/32 on 224
+crops stands in. With random CLIP weights the context alone cannot learn
+much: the CPU numbers say little about CLIP-IQA itself.
 """
 
 import ml_collections
+from ml_collections import config_dict
+
+from musiq_jax.configs import base
 
 
 def get_config(arg=None):
   """Returns the CLIP-IQA(+) config."""
-  flags = set(str(arg).split(",")) if arg else set()
-  runlocal, zeroshot = "runlocal" in flags, "zeroshot" in flags
-  config = ml_collections.ConfigDict()
-  config.seed = 0  # init and per-step rng
+  args = set(str(arg).split(",")) if arg else set()
+  runlocal, synthetic = "runlocal" in args, "synthetic" in args
+  zeroshot, cpu = "zeroshot" in args, runlocal or synthetic
+  if cpu:
+    config = base.crop_defaults("synthetic_iqa/tiny" if runlocal else
+                                "synthetic_iqa/small")
+  else:
+    config = base.crop_defaults("koniq10k", (0.0, 100.0))
 
+  config.model_name = "clipiqa"
   config.model = ml_collections.ConfigDict()
   config.model.name = "clipiqa"
-  config.model.clip = "tiny" if runlocal else "ViT-B/32"  # original: RN50 (not implemented)
+  config.model.clip = "tiny" if cpu else "ViT-B/32"  # original: RN50
   config.model.dtype = "float32"
   config.model.prompts = ("Good photo.", "Bad photo.")  # positive first
-  config.model.n_ctx = 0 if zeroshot else 16  # CoOp context vectors (CLIP-IQA+: 16)
-  config.model.logit_scale = 100.0  # fixed temperature, not CLIP's learned one
+  config.model.n_ctx = 0 if zeroshot else 16  # CoOp context (CLIP-IQA+: 16)
+  config.model.logit_scale = 100.0  # fixed, not CLIP's learned one
 
-  config.init = ml_collections.ConfigDict()
-  config.init.clip_weights = None  # .safetensors CLIP weights; None = random init
-  config.init.tokenizer_dir = None  # tokenizer.json or vocab.json + merges.txt
+  config.init.clip_weights = config_dict.placeholder(str)  # safetensors
+  config.init.tokenizer_dir = config_dict.placeholder(str)
 
-  config.input = ml_collections.ConfigDict()
-  config.input.crop_size = 224
-  config.input.train_flip = True  # random 224 crop + horizontal flip
-  config.input.eval = "center_crop"  # or "liqe_crops" (15 crops, logits averaged)
-  config.input.batch_size = 2 if runlocal else 16
-  config.input.mos_min = 0.0  # MOS is scaled to [0, 1] for the MSE target...
-  config.input.mos_max = 100.0  # ...with this dataset range (KonIQ: 0..100)
+  config.crop_size = 224
+  config.input.batch_size = 4 if runlocal else 16
+  # Random 224 crop + flip for training; scored on `eval.num_crops` random
+  # crops, logits averaged (CLIP-IQA itself scores the whole image).
+  config.eval.num_crops = 2 if runlocal else 10
 
-  config.loss = ml_collections.ConfigDict()
-  config.loss.name = "mse"  # on softmax(100 cos)[good] vs scaled MOS
-
+  # MSE between p(good) and MOS scaled to [0, 1] by `mos_range`; scores are
+  # mapped back to the MOS range.
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "sgd"
   config.optimizer.learning_rate = 0.002  # CLIP-IQA+ (CoOp)
   config.optimizer.momentum = 0.9
-  config.optimizer.schedule = "cosine_restart"  # CosineRestart in the original
-  config.optimizer.frozen = ("^clip/",)  # only the prompt context learns (CoOp)
+  config.optimizer.weight_decay = 0.0
+  config.optimizer.grad_clip_norm = 0.0
+  config.optimizer.schedule = "cosine_restart"  # CosineRestart...
+  config.optimizer.restart_period = 100 if cpu else 5000  # ...period (steps)
+  config.optimizer.frozen = ("^clip/",)  # only the prompt context learns
 
-  config.num_steps = 4 if runlocal else (0 if zeroshot else 20000)  # zero-shot: no training
-  config.log_every_steps = 1 if runlocal else 100
+  config.num_train_steps = 0 if zeroshot else (
+      4 if runlocal else (300 if synthetic else 20000))
+  config.log_every_steps = 1 if runlocal else 50
+  config.eval_every_steps = 2 if runlocal else 100
   return config

@@ -42,13 +42,13 @@ import optax
 import tensorflow as tf
 
 from musiq_jax import checkpoint
+from musiq_jax import crop_models
 from musiq_jax import image_io
 from musiq_jax import input_pipeline
 from musiq_jax import losses
 from musiq_jax import metrics as metrics_lib
 from musiq_jax import rankiqa
 from musiq_jax import train
-from musiq_jax.models import small_cnn
 
 STAGES = ("rank", "finetune")
 
@@ -56,23 +56,37 @@ STAGES = ("rank", "finetune")
 # ----------------------------------------------------------------------------
 # Model, optimizer, losses.
 # ----------------------------------------------------------------------------
-def make_model(config):
-  """The backbone + scalar head named by `config.model_name`."""
-  if config.model_name == "small_cnn":
-    m = config.model
-    return small_cnn.get_model(
-        m.variant, num_outputs=1, dropout_rate=m.dropout_rate,
-        zero_init_head=m.zero_init_head,
-        dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[
-            config.dtype])
-  # MUSIQ as a RankIQA backbone needs crops turned into multi-scale patch
-  # tokens; it is documented in configs/rankiqa_pretrain.py as future work.
-  raise ValueError(f"Unknown crop_train model {config.model_name!r}; "
-                   "supported: 'small_cnn'.")
+def make_model(config) -> crop_models.CropModel:
+  """The crop baseline named by `config.model_name` (see crop_models.py)."""
+  return crop_models.get_crop_model(config)
 
 
-def make_optimizer(config) -> tuple[optax.GradientTransformation, Callable]:
-  """SGD/Adam with RankIQA's step schedule (or a constant/cosine one)."""
+def cosine_annealing(learning_rate: float, t_max: int,
+                     eta_min: float = 0.0) -> optax.Schedule:
+  """torch's CosineAnnealingLR stepped per iteration (period 2 * t_max).
+
+  Past t_max torch's closed form follows the cosine back up, so the rate
+  oscillates; GlintIQA (t_max = 30 iterations) and LIQE rely on that.
+  """
+  def schedule(step):
+    cos = jnp.cos(jnp.pi * jnp.asarray(step, jnp.float32) / t_max)
+    return eta_min + (learning_rate - eta_min) * 0.5 * (1.0 + cos)
+  return schedule
+
+
+def make_optimizer(config, model: Optional[crop_models.CropModel] = None,
+                   params: Any = None
+                   ) -> tuple[optax.GradientTransformation, Callable]:
+  """SGD/Adam(W) with the configured schedule; frozen params never move.
+
+  Schedules: "step" (Caffe, RankIQA), "cosine" (decay to 0 over the run),
+  "cosine_annealing" (torch's periodic CosineAnnealingLR, `cosine_t_max`
+  and `eta_min`), "cosine_restart" (cosine decay restarted every
+  `restart_period` steps, CLIP-IQA+'s CosineRestart), "constant".
+  `weight_decay` is L2 added to the gradient (Caffe, torch Adam) except for
+  "adamw", where it is decoupled. Parameters the model marks frozen
+  (`CropModel.frozen`) get a zero update.
+  """
   o = config.optimizer
   if o.schedule == "step":
     # Caffe "step": lr * gamma^floor(step / step_size).
@@ -81,54 +95,71 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, Callable]:
   elif o.schedule == "cosine":
     schedule = optax.cosine_decay_schedule(o.learning_rate,
                                            max(config.num_train_steps, 1))
+  elif o.schedule == "cosine_annealing":
+    schedule = cosine_annealing(o.learning_rate, o.cosine_t_max,
+                                o.get("eta_min", 0.0))
+  elif o.schedule == "cosine_restart":
+    period = int(o.restart_period)
+    decay = optax.cosine_decay_schedule(o.learning_rate, period)
+    schedule = lambda step: decay(jnp.mod(step, period))
   elif o.schedule == "constant":
     schedule = optax.constant_schedule(o.learning_rate)
   else:
-    raise ValueError(f"Unknown schedule {o.schedule!r}; step, cosine or "
-                     "constant.")
+    raise ValueError(f"Unknown schedule {o.schedule!r}; step, cosine, "
+                     "cosine_annealing, cosine_restart or constant.")
   parts = []
-  if o.grad_clip_norm:
+  if o.get("grad_clip_norm"):
     parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
-  if o.weight_decay:
-    # Caffe's weight_decay adds wd * w to the gradient (L2, before momentum).
+  if o.get("weight_decay") and o.name != "adamw":
+    # Caffe's weight_decay (and torch Adam's) adds wd * w to the gradient
+    # (L2, before momentum).
     parts.append(optax.add_decayed_weights(o.weight_decay))
   if o.name == "sgd":
-    parts.append(optax.sgd(schedule, momentum=o.momentum or None))
+    parts.append(optax.sgd(schedule, momentum=o.get("momentum") or None))
   elif o.name == "adam":
     parts.append(optax.adam(schedule))
+  elif o.name == "adamw":
+    parts.append(optax.adamw(schedule, weight_decay=o.get("weight_decay",
+                                                          0.0)))
   else:
-    raise ValueError(f"Unknown optimizer {o.name!r}; sgd or adam.")
-  return optax.chain(*parts), schedule
+    raise ValueError(f"Unknown optimizer {o.name!r}; sgd, adam or adamw.")
+  tx = optax.chain(*parts)
+  if model is not None and model.has_frozen:
+    labels = jax.tree.map(lambda f: "frozen" if f else "train",
+                          model.frozen_mask(params))
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                               labels)
+  return tx, schedule
 
 
-def make_loss(config):
+def make_loss(config, model: crop_models.CropModel):
+  """loss(outputs, batch) -> (scalar, metrics) of the configured stage."""
   if config.stage == "rank":
-    return losses.get_loss("ranking", level_key="level", group_key="group",
-                           weight_key="weight", **config.loss)
-  return losses.get_loss("regression", mos_key="label", weight_key="valid",
-                         **config.loss)
+    if model.multi_crop:
+      raise ValueError(f"{model.name} has no scalar output to rank; the rank "
+                       "stage trains small_cnn or glint.")
+    fn = losses.get_loss("ranking", level_key="level", group_key="group",
+                         weight_key="weight", **config.loss)
+    return lambda out, batch: (fn(out, batch), {})
+  return model.loss
 
 
-def to_float(images):
-  """uint8 [0, 255] -> float [-1, 1], the SmallCNN/MUSIQ convention."""
-  return jnp.asarray(images, jnp.float32) / 127.5 - 1.0
+to_float = crop_models.uint8_to_symmetric
 
 
 def _train_step(params, opt_state, batch, rng, *, model, tx, loss_fn):
   def objective(p):
-    out = model.apply({"params": p}, to_float(batch["image"]), train=True,
-                      rngs={"dropout": rng})
+    out = model.apply(p, batch["image"], train=True, rng=rng)
     return loss_fn(out, batch)
 
-  loss, grads = jax.value_and_grad(objective)(params)
+  (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(params)
   updates, opt_state = tx.update(grads, opt_state, params)
   return (optax.apply_updates(params, updates), opt_state,
-          {"loss": loss, "grad_norm": optax.global_norm(grads)})
+          {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux})
 
 
 def _predict(params, images, *, model):
-  out = model.apply({"params": params}, to_float(images), train=False)
-  return losses.get_score_fn("regression")(out)
+  return model.score(model.apply(params, images, train=False))
 
 
 # ----------------------------------------------------------------------------
@@ -155,7 +186,9 @@ def _fit_crop(image: tf.Tensor, crop_size: int) -> tf.Tensor:
 def _decoded_split(config, split: str, shuffle: bool):
   """(cached encoded records of one TFDS split, their decode function).
 
-  Decoded records are {image uint8 [h, w, 3], label, image_id}.
+  Decoded records are {image uint8 [h, w, 3], label, image_id}, plus
+  `distortion` (LIQE's class index) and `distortion_mask` when
+  `config.input.distortion_key` names a ClassLabel feature of the dataset.
   """
   builder = input_pipeline.get_builder(config.dataset, config.data_dir)
   ds = builder.as_dataset(
@@ -163,16 +196,27 @@ def _decoded_split(config, split: str, shuffle: bool):
       read_config=tfds_read_config(config.seed),
       decoders={"image": tfds_skip_decoding()})
   label_key = config.label_key
+  keys = ["image", label_key, "image_id"]
+  dist_key = config.input.get("distortion_key")
+  if dist_key:
+    feature = builder.info.features[dist_key]
+    index, mask = crop_models.distortion_lookup(feature.names)
+    index, mask = tf.constant(index), tf.constant(mask)
+    keys.append(dist_key)
 
   def decode(e):
-    return {"image": _fit_crop(image_io.tf_decode(e["image"]),
-                               config.crop_size),
-            "label": tf.cast(e[label_key], tf.float32),
-            "image_id": e["image_id"]}
+    out = {"image": _fit_crop(image_io.tf_decode(e["image"]),
+                              config.crop_size),
+           "label": tf.cast(e[label_key], tf.float32),
+           "image_id": e["image_id"]}
+    if dist_key:
+      d = tf.cast(e[dist_key], tf.int32)
+      out["distortion"] = tf.gather(index, d)
+      out["distortion_mask"] = tf.gather(mask, d)
+    return out
 
   # Cache the encoded records (small); decoding per epoch is cheap.
-  ds = ds.map(lambda e: {"image": e["image"], label_key: e[label_key],
-                         "image_id": e["image_id"]}).cache()
+  ds = ds.map(lambda e: {k: e[k] for k in keys}).cache()
   return ds, decode
 
 
@@ -189,22 +233,38 @@ def tfds_skip_decoding():
 def finetune_batches(config) -> Iterator[Dict[str, np.ndarray]]:
   """Endless shuffled batches of random crops + flips of the train split.
 
-  The crop window and flip of the k-th example of the stream are stateless
-  functions of (seed, k), so a run is reproducible.
+  With `input.crops_per_image` K > 1 (LIQE: 3) the images are
+  [B, K, S, S, 3], K crops of the same photo. The crop windows and flips of
+  the k-th example of the stream are stateless functions of (seed, k), so a
+  run is reproducible.
   """
   ds, decode = _decoded_split(config, config.train_split, shuffle=True)
   s = config.crop_size
+  k = int(config.input.get("crops_per_image", 1))
   ds = ds.shuffle(config.input.shuffle_buffer, seed=config.seed,
                   reshuffle_each_iteration=True).repeat()
+
+  def one_crop(image, seed):
+    image = tf.image.stateless_random_crop(image, [s, s, 3], seed=seed)
+    if config.input.flip:
+      image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+    return image
 
   def augment(i, e):
     e = decode(e)
     seed = tf.stack([tf.constant(config.seed, tf.int64), i])
-    image = tf.image.stateless_random_crop(e["image"], [s, s, 3], seed=seed)
-    if config.input.flip:
-      image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
-    return {"image": image, "label": e["label"],
-            "valid": tf.constant(1.0, tf.float32)}
+    if k == 1:
+      image = one_crop(e["image"], seed)
+    else:
+      image = tf.stack([
+          one_crop(e["image"], seed + tf.constant([0, 1], tf.int64) * j * 7919)
+          for j in range(k)])
+    out = {"image": image, "label": e["label"],
+           "valid": tf.constant(1.0, tf.float32)}
+    for key in ("distortion", "distortion_mask"):
+      if key in e:
+        out[key] = e[key]
+    return out
 
   ds = ds.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(config.input.batch_size, drop_remainder=True).prefetch(2)
@@ -232,19 +292,50 @@ def rank_batches(config) -> Iterator[Dict[str, np.ndarray]]:
 # ----------------------------------------------------------------------------
 # Evaluation: mean over random crops (RankIQA's protocol).
 # ----------------------------------------------------------------------------
+def eval_crops(config, image: np.ndarray, k: int) -> np.ndarray:
+  """The evaluation crops of the k-th image of a split, [N, S, S, 3].
+
+  `eval.sampler`: "random" (RankIQA's protocol: `eval.num_crops` uniform
+  windows from rng (seed, k)) or "liqe" (LIQE's: shorter side resized to
+  `eval.resize` when both sides reach it, then `eval.num_crops` evenly
+  spaced windows of the stride-`eval.stride` unfold grid).
+  """
+  e = config.eval
+  sampler = e.get("sampler", "random")
+  if sampler == "random":
+    return rankiqa.random_crops(image, config.crop_size, e.num_crops,
+                                rng=np.random.default_rng([config.seed, k]))
+  if sampler == "liqe":
+    from musiq_jax.clip import preprocess  # pylint: disable=g-import-not-at-top
+    op = preprocess.compose(
+        preprocess.get_liqe_adaptive_resize(e.get("resize", 768),
+                                            config.crop_size),
+        preprocess.get_liqe_crops(e.num_crops, config.crop_size,
+                                  e.get("stride", 32)))
+    return np.asarray(op(tf.constant(image)))
+  raise ValueError(f"eval.sampler={sampler!r}; use 'random' or 'liqe'.")
+
+
 def evaluate(config, predict, params, split: str,
-             predictions: Optional[Dict[str, list]] = None
-             ) -> Dict[str, float]:
-  """Metrics of one split; image k's crops come from rng (seed, k)."""
+             predictions: Optional[Dict[str, list]] = None,
+             multi_crop: bool = False) -> Dict[str, float]:
+  """Metrics of one split: each image's score pools its eval crops.
+
+  Scalar models score every crop and `eval.reduce` (mean/median) pools the
+  scores; `multi_crop` models (the CLIP heads) take all crops in one call
+  and pool inside (LIQE averages logits).
+  """
   ds, decode = _decoded_split(config, split, shuffle=False)
   e = config.eval
   reduce = {"mean": np.mean, "median": np.median}[e.reduce]
   preds, labels, ids = [], [], []
   for k, ex in enumerate(ds.map(decode).as_numpy_iterator()):
-    crops = rankiqa.random_crops(ex["image"], config.crop_size, e.num_crops,
-                                 rng=np.random.default_rng([config.seed, k]))
-    scores = np.asarray(predict(params, crops), np.float64)
-    preds.append(float(reduce(scores)))
+    crops = eval_crops(config, ex["image"], k)
+    if multi_crop:
+      preds.append(float(np.asarray(predict(params, crops[None]))[0]))
+    else:
+      scores = np.asarray(predict(params, crops), np.float64)
+      preds.append(float(reduce(scores)))
     labels.append(float(ex["label"]))
     iid = ex["image_id"]
     ids.append(iid.decode() if isinstance(iid, bytes) else str(iid))
@@ -289,6 +380,44 @@ def export(config, params, workdir: str, info: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------
 # The loop.
 # ----------------------------------------------------------------------------
+class _DwaState:
+  """LIQE's Dynamic Weight Averaging of its task losses, on the host.
+
+  On when `config.loss.dwa` is set and the model has several tasks; the
+  weights change once per `steps_per_epoch` steps (the mean task losses of
+  the last two epochs, `crop_models.dwa_weights`) and reach the jitted step
+  as `batch["task_weights"]`, so nothing recompiles.
+  """
+
+  def __init__(self, config, model: crop_models.CropModel):
+    loss = config.get("loss")
+    self.enabled = bool(model.task_names) and bool(
+        loss is not None and loss.get("dwa", False))
+    self.tasks = [t for t in model.task_names
+                  if t != "distortion" or config.input.get("distortion_key")]
+    self.enabled = self.enabled and len(self.tasks) > 1
+    if self.enabled:
+      self.alpha = float(loss.dwa_alpha)
+      self.temperature = float(loss.dwa_temperature)
+      self.epoch = int(config.get("steps_per_epoch") or 100)
+    self.history, self.current, self._w = [], [], None
+
+  def weights(self) -> np.ndarray:
+    if self._w is None:
+      self._w = crop_models.dwa_weights(self.history, self.alpha,
+                                        self.temperature) if self.history \
+          else np.full(len(self.tasks), self.alpha / len(self.tasks),
+                       np.float32)
+    return self._w
+
+  def update(self, step: int, out) -> None:
+    self.current.append([out[t] for t in self.tasks])  # device arrays
+    if step % self.epoch == 0:
+      mean = np.mean(np.asarray(jax.device_get(self.current)), axis=0)
+      self.history.append(mean.tolist())
+      self.current, self._w = [], None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> Dict[str, Any]:
   """Trains one stage, evaluates with crops, writes results.json."""
@@ -298,16 +427,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   train.ensure_dataset(config)
   writer = metric_writers.create_default_writer(workdir)
   model = make_model(config)
-  tx, schedule = make_optimizer(config)
-  loss_fn = make_loss(config)
+  loss_fn = make_loss(config, model)
   rng = jax.random.PRNGKey(config.seed)
   init_rng, step_rng = jax.random.split(rng)
-  s = config.crop_size
-  params = model.init(init_rng, jnp.zeros([1, s, s, 3]))["params"]
+  params = model.init(init_rng, config.crop_size, config)
   params, source = load_pretrained(config, params)
   how = f"initialised from {source}" if source else "initialised from scratch"
-  print(f"[crop_train] stage {config.stage}: {how}", flush=True)
+  print(f"[crop_train] {model.name}, stage {config.stage}: {how}",
+        flush=True)
+  tx, schedule = make_optimizer(config, model, params)
   opt_state = tx.init(params)
+  dwa = _DwaState(config, model) if config.stage == "finetune" else None
   step_fn = jax.jit(functools.partial(_train_step, model=model, tx=tx,
                                       loss_fn=loss_fn), donate_argnums=(0, 1))
   predict = jax.jit(functools.partial(_predict, model=model))
@@ -317,27 +447,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   meta = {"best_srcc": -math.inf, "best_step": -1}
   # Ranking pre-training uses no MOS at all, so it keeps its last step
   # instead of picking one by validation SRCC.
-  select = config.stage == "finetune"
+  select = config.stage == "finetune" and config.num_train_steps > 0
   total = config.num_train_steps
   start = time.time()
   for step in range(1, total + 1):
     batch = next(batches)
     batch = {k: v for k, v in batch.items()
-             if k in ("image", "label", "valid", "level", "group", "weight")}
+             if k in ("image", "label", "valid", "level", "group", "weight",
+                      "distortion", "distortion_mask")}
+    if dwa is not None and dwa.enabled:
+      batch["task_weights"] = dwa.weights()
     params, opt_state, out = step_fn(params, opt_state, batch,
                                      jax.random.fold_in(step_rng, step))
+    if dwa is not None and dwa.enabled:
+      dwa.update(step, out)
     if step % config.log_every_steps == 0 or step == total:
       out = jax.device_get(out)
       if not np.isfinite(out["loss"]):
         raise RuntimeError(f"Loss is {out['loss']} at step {step}: training "
                            "diverged (lower the learning rate).")
       writer.write_scalars(step, {
-          "train_loss": float(out["loss"]),
+          **{f"train_{k}": float(v) for k, v in out.items()
+             if k != "grad_norm"},
           "grad_norm": float(out["grad_norm"]),
           "learning_rate": float(schedule(step - 1)),
           "steps_per_sec": step / (time.time() - start)})
     if select and (step % config.eval_every_steps == 0 or step == total):
-      val = evaluate(config, predict, params, config.val_split)
+      val = evaluate(config, predict, params, config.val_split,
+                     multi_crop=model.multi_crop)
       writer.write_scalars(step, {f"val_{k}": v for k, v in val.items()})
       if val["srcc"] > meta["best_srcc"]:
         meta = {"best_srcc": val["srcc"], "best_step": step}
@@ -352,12 +489,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   results = {}
   for split in config.eval_splits:
     preds = {}
-    results[split] = evaluate(config, predict, params, split, preds)
+    results[split] = evaluate(config, predict, params, split, preds,
+                              multi_crop=model.multi_crop)
     train.write_predictions(workdir, split, preds)
   summary = {"step": total, "best_step": meta["best_step"],
              "splits": results,
-             "model": (f"{config.model_name}/{config.model.variant}/"
-                       f"{config.stage}"),
+             "model": f"{model.name}/{config.stage}",
              "num_params": train.count_params(params)}
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(summary, f, indent=2, sort_keys=True)

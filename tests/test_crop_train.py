@@ -64,9 +64,7 @@ def test_finetune_loads_backbone_and_reinitialises_head(runs):
   pre, _, config = runs
   pretrained = checkpoint.read_params(os.path.join(pre, "best.npz"))
   model = crop_train.make_model(config)
-  s = config.crop_size
-  init = model.init(jax.random.PRNGKey(config.seed),
-                    np.zeros([1, s, s, 3], np.float32))["params"]
+  init = model.init(jax.random.PRNGKey(config.seed), config.crop_size, config)
   loaded, source = crop_train.load_pretrained(config, init)
   assert source == os.path.join(pre, "best.npz")
   flat_loaded = checkpoint.flatten(jax.device_get(loaded))

@@ -6,11 +6,15 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 import pytest
+import skimage.data
 
 from musiq_jax import checkpoint
-from musiq_jax import glint_train
+from musiq_jax import crop_models
+from musiq_jax import crop_train
 from musiq_jax.configs import glint as glint_config
+from musiq_jax.datasets import distortions
 from musiq_jax.models import glint
 from musiq_jax.models import glint_fusion
 from musiq_jax.models import transformer
@@ -76,8 +80,7 @@ def paper_shapes():
 def tiny():
   config = _config()
   model = glint.create_model(config)
-  params = glint.init_params(model, jax.random.PRNGKey(0),
-                             config.input.crop_size)
+  params = glint.init_params(model, jax.random.PRNGKey(0), config.crop_size)
   return config, model, params
 
 
@@ -289,7 +292,7 @@ def test_progressive_fusion_has_one_stage_per_global_map():
 
 
 def test_cosine_schedule_is_torch_per_iteration():
-  lr = glint_train.cosine_schedule(1e-5, 30)
+  lr = crop_train.cosine_annealing(1e-5, 30)
   np.testing.assert_allclose(
       [float(lr(s)) for s in (0, 15, 30, 60)], [1e-5, 5e-6, 0.0, 1e-5],
       atol=1e-12)
@@ -318,7 +321,8 @@ def test_optimizer_never_moves_frozen_params():
       "head": {"out": {"kernel": leaf()}}}
   config = _config(freeze_patch_embed=True, freeze_blocks_until=1,
                    weight_decay=1e-2)
-  tx = glint_train.make_optimizer(config, params)
+  tx, _ = crop_train.make_optimizer(
+      config, crop_models.get_crop_model(config), params)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
   moved = {k: bool(np.any(np.asarray(u)))
@@ -379,14 +383,16 @@ def test_load_vit_from_musiq_errors(tiny):
 
 def test_config_fields():
   config = glint_config.get_config()
-  assert config.model_name == "glint" and config.loss == "l1"
+  assert config.model_name == "glint" and config.loss.kind == "l1"
+  assert config.trainer == "crop" and config.stage == "finetune"
   assert config.model.size == "vit_small_r50"
-  assert config.input.crop_size == 224 and config.input.num_eval_crops == 25
+  assert config.crop_size == 224 and config.eval.num_crops == 25
   assert config.optimizer.learning_rate == 1e-5
   assert config.optimizer.cosine_t_max == 30
+  assert config.input.batch_size == 32
   local = glint_config.get_config("runlocal")
-  assert local.input.crop_size == glint_config.GLINT_SIZES["tiny"][
-      "image_size"]
+  assert local.crop_size == glint_config.GLINT_SIZES["tiny"]["image_size"]
+  assert local.dataset == "synthetic_iqa/tiny"
   with pytest.raises(ValueError, match="Unknown GlintIQA size"):
     glint_config.get_model_config("huge")
 
@@ -399,33 +405,57 @@ def test_score_crops_shape(tiny):
   assert out.shape == (3,)
 
 
+def _distorted_crops(num_contents=4, side=80, crop=64):
+  """Pristine + blur/noise levels 1..5 of a few photos, level -> 1..5 label."""
+  images, mos = [], []
+  for c, name in enumerate(["astronaut", "coffee", "chelsea", "camera"][
+      :num_contents]):
+    img = np.asarray(getattr(skimage.data, name)())
+    if img.ndim == 2:
+      img = np.repeat(img[..., None], 3, axis=-1)
+    s = min(img.shape[:2])
+    img = np.asarray(Image.fromarray(img[:s, :s, :3]).resize((side, side)))
+    images.append(img)
+    mos.append(5.0)
+    for t, kind in enumerate(["gaussian_blur", "white_noise"]):
+      for level in range(1, 6):
+        images.append(distortions.apply_distortion(
+            img, kind, level, np.random.default_rng([c, t, level])))
+        mos.append(5.0 - 0.8 * level)
+  return np.stack(images)[:, :crop, :crop], np.asarray(mos, np.float32)
+
+
 def test_every_param_gets_a_gradient_and_the_loss_decreases(tiny):
-  config, model, params = tiny
+  _, _, params = tiny
   config = _config(weight_decay=0.0, schedule="constant",
                    learning_rate=1e-3)
+  model = crop_models.get_crop_model(config)
   # Adam's first update is -lr * g / (|g| + eps): a parameter moves iff its
   # gradient is non-zero, and stays finite iff the gradient is finite.
-  state = glint_train.create_state(config, model, params)
-  step = jax.jit(functools.partial(glint_train.train_step, loss_name="l1"))
+  tx, _ = crop_train.make_optimizer(config, model, params)
+  step = jax.jit(functools.partial(
+      crop_train._train_step, model=model, tx=tx,  # pylint: disable=protected-access
+      loss_fn=crop_train.make_loss(config, model)))
+  images, mos = _distorted_crops()
   rng = np.random.default_rng(0)
-  data = glint_train.synthetic_dataset(
-      glint_train.SYNTHETIC_CONTENTS[:4], side=80)
   rngs = jax.random.PRNGKey(0)
 
   def batch():
-    idx = rng.choice(len(data["mos"]), 8, replace=False)
-    return {"image": glint_train.random_crops(data["image"][idx], 64, rng),
-            "mos": data["mos"][idx]}
+    idx = rng.choice(len(mos), 8, replace=False)
+    return {"image": images[idx], "label": mos[idx],
+            "valid": np.ones(8, np.float32)}
 
-  states, losses = [state], []
-  for _ in range(24):
-    state, metrics = step(state, batch(), rngs)
-    states.append(state)
+  p, opt_state = params, tx.init(params)
+  history, losses = [p], []
+  for i in range(24):
+    p, opt_state, metrics = step(p, opt_state, batch(),
+                                 jax.random.fold_in(rngs, i))
+    history.append(p)
     losses.append(float(metrics["loss"]))
   assert np.all(np.isfinite(losses))
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
-  flat = [checkpoint.flatten(s.params) for s in states[:3]]
+  flat = [checkpoint.flatten(s) for s in history[:3]]
   moved = lambda i, k: bool(np.any(np.asarray(flat[i][k]) != flat[0][k]))  # pylint: disable=g-long-lambda
   # BiT units start with gn3's scale at zero, which cuts the gradient of
   # their conv1/gn1/conv2/gn2/conv3 at step 0 (the branch is zero); exactly
