@@ -1,22 +1,30 @@
 # One command to set up and run the tests, one to set up and run the demo.
-# Both create (or reuse) a virtual environment in $(VENV).
+# Both create (or reuse) a virtual environment in $(VENV); the demo installs
+# only the package's runtime dependencies, the tests add the test extras.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/synthetic
 
-.PHONY: setup test demo
+.PHONY: setup setup-test test demo
 
-$(VENV)/.installed: setup.py
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+
+$(VENV)/.installed: setup.py | $(PY)
+	$(PY) -m pip install -q -e .
 	touch $@
 
+$(VENV)/.installed-test: setup.py | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
 setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
 
 # pytest exits 5 when it collects no test; say so instead of failing obscurely.
-test: setup
+test: setup-test
 	$(PY) -m pytest -n 2 --durations=15 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 

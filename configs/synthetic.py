@@ -29,18 +29,21 @@ def get_config(arg=None):
   c.pp.longer_side_lengths = (96, 160)
   c.pp.max_seq_len_from_original_res = 64
   c.eval_max_seq_len_from_original_res = 64
-  c.input.batch_size = 16
+  # Batch 8 at 2e-3: on 2 CPU cores a step costs ~0.7 s, so more, smaller
+  # steps fit the 15-minute budget better than 16 at 1e-3 (measured: train
+  # loss 0.24 after 400 steps vs 1.1 after 150 steps of 16).
+  c.input.batch_size = 8
   c.input.eval_batch_size = 32
-  c.input.batching = "padded"
+  c.input.batching = "bucketed"  # ~95% real tokens instead of ~85%.
   c.input.cache = True
   c.optimizer.name = "adam"
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.warmup_steps = 50
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.warmup_steps = 20
   c.optimizer.grad_clip_norm = 1.0
-  c.num_train_steps = 600
+  c.num_train_steps = 400
   c.log_every_steps = 50
-  c.eval_every_steps = 200
-  c.checkpoint_every_steps = 200
+  c.eval_every_steps = 100
+  c.checkpoint_every_steps = 100
   if arg and "levels" in arg:
     # Q-Align-style head: 5 rating levels over the 1..5 MOS range, trained
     # with cross-entropy, scored by the expectation of the level values.
