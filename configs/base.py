@@ -158,6 +158,7 @@ def crop_defaults(dataset: str, mos_range=(1.0, 5.0)):
       sampler="random",  # "random" windows, or "liqe" (evenly spaced).
       num_crops=10,
       reduce="mean",  # Pools crop scores (scalar models).
+      images_per_call=8,  # Multi-crop models: images scored per call.
       resize=768,  # "liqe": shorter side to this when both sides reach it.
       stride=32))  # "liqe": unfold stride.
   c.init = ml_collections.ConfigDict(dict(

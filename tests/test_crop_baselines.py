@@ -128,6 +128,29 @@ def test_clipiqa_trains_only_its_context(root, tokenizer_dir):
   assert moved == {"context"}, sorted(moved)[:5]
 
 
+def test_multi_crop_evaluation_batched_equals_one_by_one(root,
+                                                         tokenizer_dir):
+  # The CLIP-IQA run of the test above; its best params scored with 1 and
+  # with 5 images per call (the last call padded) must agree.
+  config = load_config("clipiqa", "runlocal")
+  config.data_dir = str(root / "tfds")
+  config.init.tokenizer_dir = tokenizer_dir
+  model = crop_train.make_model(config)
+  init = model.init(jax.random.PRNGKey(0), config.crop_size, config)
+  params = jax.tree.map(jnp.asarray, checkpoint.load_params(
+      str(root / "clipiqa_runlocal" / "best.npz"), jax.device_get(init)))
+  predict = jax.jit(lambda p, x: crop_train._predict(p, x, model=model))  # pylint: disable=protected-access
+  out = {}
+  for per_call in (1, 5):
+    config.eval.images_per_call = per_call
+    preds = {}
+    crop_train.evaluate(config, predict, params, "validation", preds,
+                        multi_crop=True)
+    out[per_call] = np.asarray(preds["prediction"])
+  assert out[1].shape == (31,)
+  np.testing.assert_allclose(out[5], out[1], rtol=1e-5, atol=1e-6)
+
+
 def test_baselines_join_the_comparison_table(root, tokenizer_dir):
   # Runs of the tests above (module-scoped root) plus the tiny MUSIQ-free
   # table: compare reads every crop workdir as train.py's.
