@@ -5,3 +5,33 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import importlib.util  # pylint: disable=g-import-not-at-top,wrong-import-order
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-order
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-order
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "configs")
+
+
+def load_config(name: str, arg=None):
+  """`configs/<name>.py` (or a path) loaded as a file, then get_config(arg)."""
+  if not os.path.dirname(name):  # A bare name: one of configs/.
+    name = os.path.join(CONFIG_DIR,
+                        name if name.endswith(".py") else f"{name}.py")
+  path = name
+  spec = importlib.util.spec_from_file_location(
+      "cfg_" + os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def fast_compile():
+  """XLA's full optimisation costs more than it saves in few-step runs."""
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)

@@ -1,6 +1,5 @@
 """LIQE, CLIP-IQA and the linear probe train a few optax steps on real photos."""
 
-import importlib.util
 import os
 import sys
 
@@ -14,6 +13,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from clip_fixtures import data  # pylint: disable=g-import-not-at-top
 from clip_fixtures import oracle  # pylint: disable=g-import-not-at-top
+from conftest import load_config  # pylint: disable=g-import-not-at-top
 
 from musiq_jax.clip import factory  # pylint: disable=g-import-not-at-top
 from musiq_jax.clip import heads
@@ -23,24 +23,13 @@ from musiq_jax.clip import preprocess
 from musiq_jax.clip import tokenizer as tokenizer_lib
 from musiq_jax.clip import train_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(name, arg="runlocal"):
-  path = os.path.join(REPO, "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"clip_config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return load_config(name, arg)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-  """XLA's full optimisation costs more than it saves on these tiny few-step runs."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ format `musiq_jax.compare` reads. The CPU-sized numbers of the comparison
 table come from the same configs' "small"/"synthetic" variants.
 """
 
-import importlib.util
 import json
 import os
 import sys
@@ -19,6 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from clip_fixtures import oracle  # pylint: disable=g-import-not-at-top
+from conftest import load_config  # pylint: disable=g-import-not-at-top
 
 from musiq_jax import checkpoint  # pylint: disable=g-import-not-at-top
 from musiq_jax import compare
@@ -27,24 +27,10 @@ from musiq_jax import crop_train
 from musiq_jax.clip import prompts
 from musiq_jax.clip import tokenizer as tokenizer_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(
-      f"cfg_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-  # Compilation dominates these few-step runs on a 2-core CPU.
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 @pytest.fixture(scope="module")

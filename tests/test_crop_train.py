@@ -1,6 +1,5 @@
 """RankIQA through musiq_jax.crop_train: pretrain -> finetune on tiny data."""
 
-import importlib.util
 import json
 import os
 
@@ -8,18 +7,14 @@ import jax
 import numpy as np
 import pytest
 
+import conftest
 from musiq_jax import checkpoint
 from musiq_jax import crop_train
 
-ROOT = os.path.dirname(os.path.dirname(__file__))
 
 
 def load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(
-      "cfg", os.path.join(ROOT, "configs", name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return conftest.load_config(name, arg)
 
 
 @pytest.fixture(scope="module")

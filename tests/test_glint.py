@@ -29,13 +29,7 @@ EXPECTED_PARAMS = {"vit_small_r50": 37_074_645, "vit_musiq_r50": 34_121_685,
 _UNITS = {50: (3, 4, 6, 3), 11: (1, 1, 1), 8: (1, 1)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-  # Compilation dominates on a 2-core CPU; numerics are unaffected.
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _count_by_formula(c):
