@@ -144,9 +144,6 @@ def make_loss(config, model: crop_models.CropModel):
   return model.loss
 
 
-to_float = crop_models.uint8_to_symmetric
-
-
 def _train_step(params, opt_state, batch, rng, *, model, tx, loss_fn):
   def objective(p):
     out = model.apply(p, batch["image"], train=True, rng=rng)
