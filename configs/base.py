@@ -168,3 +168,17 @@ def crop_defaults(dataset: str, mos_range=(1.0, 5.0)):
   c.log_every_steps = 50
   c.eval_every_steps = 100  # Best-by-validation-SRCC selection.
   return c
+
+
+def crop_defaults_for(runlocal: bool, cpu: bool):
+  """`crop_defaults` on the dataset a crop baseline's variant trains on.
+
+  runlocal: synthetic_iqa/tiny (tests); cpu: synthetic_iqa/small (a CPU
+  run, comparable with configs/synthetic.py); else KonIQ-10k on its 0..100
+  MOS scale (the papers' setting).
+  """
+  if runlocal:
+    return crop_defaults("synthetic_iqa/tiny")
+  if cpu:
+    return crop_defaults("synthetic_iqa/small")
+  return crop_defaults("koniq10k", (0.0, 100.0))

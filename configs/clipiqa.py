@@ -29,11 +29,7 @@ def get_config(arg=None):
   args = set(str(arg).split(",")) if arg else set()
   runlocal, synthetic = "runlocal" in args, "synthetic" in args
   zeroshot, cpu = "zeroshot" in args, runlocal or synthetic
-  if cpu:
-    config = base.crop_defaults("synthetic_iqa/tiny" if runlocal else
-                                "synthetic_iqa/small")
-  else:
-    config = base.crop_defaults("koniq10k", (0.0, 100.0))
+  config = base.crop_defaults_for(runlocal, cpu)
 
   config.model_name = "clipiqa"
   config.model = ml_collections.ConfigDict()

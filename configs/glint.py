@@ -113,11 +113,7 @@ def get_config(arg=None):
   # Data. The paper's setting is KonIQ-10k (and 10 random splits, median
   # reported; run 10 seeds/splits yourself); the CPU sizes use the embedded
   # synthetic dataset, like configs/synthetic.py, so the numbers compare.
-  if paper:
-    config = base.crop_defaults("koniq10k", (0.0, 100.0))
-  else:
-    config = base.crop_defaults(
-        "synthetic_iqa/tiny" if runlocal else "synthetic_iqa/small")
+  config = base.crop_defaults_for(runlocal, cpu=not paper)
 
   config.model_name = "glint"
   config.model = ml_collections.ConfigDict()

@@ -26,14 +26,11 @@ def get_config(arg=None):
   args = set(str(arg).split(",")) if arg else set()
   runlocal, synthetic = "runlocal" in args, "synthetic" in args
   cpu = runlocal or synthetic
+  config = base.crop_defaults_for(runlocal, cpu)
   if cpu:
-    config = base.crop_defaults("synthetic_iqa/tiny" if runlocal else
-                                "synthetic_iqa/small")
     # The synthetic dataset labels its distortion types; LIQE learns them as
     # its distortion task (crop_models.LIQE_DISTORTION_OF maps the names).
     config.input.distortion_key = "distortion_type"
-  else:
-    config = base.crop_defaults("koniq10k", (0.0, 100.0))
 
   config.model_name = "liqe"
   config.model = ml_collections.ConfigDict()
