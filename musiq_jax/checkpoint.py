@@ -208,6 +208,8 @@ def infer_model_config(flat: Mapping[str, np.ndarray]) -> Dict[str, Any]:
       if cfg["use_scale_emb"] else 1)
   if "conv_root/kernel" in flat:
     cfg["resnet_width"] = int(flat["conv_root/kernel"].shape[-1])
+    # Not visible in the shapes: the original's 32 unless a sidecar says.
+    cfg["resnet_num_groups"] = 32
     units = {}
     for k in flat:
       m = re.match(r"block(\d+)/unit(\d+)/", k)

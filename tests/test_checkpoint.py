@@ -121,4 +121,5 @@ def test_infer_model_config_from_shapes():
     assert cfg == dict(hidden_size=384, num_layers=14, num_heads=6,
                        mlp_dim=1152, spatial_pos_grid_size=10,
                        use_scale_emb=True, representation_size=None,
-                       resnet_width=64, resnet_num_layers=5, **expect)
+                       resnet_width=64, resnet_num_layers=5,
+                       resnet_num_groups=32, **expect)

@@ -181,3 +181,32 @@ def test_max_pool_same_equals_flax_pooling_and_its_gradient(shape):
   g_ours = jax.grad(lambda v: jnp.sum(resnet.max_pool_same(v, 3, 2)**2))(x)
   g_ref = jax.grad(lambda v: jnp.sum(ref(v)**2))(x)
   np.testing.assert_array_equal(g_ours, g_ref)
+
+
+@pytest.mark.parametrize("shape,kernel,stride", [
+    ((2, 32, 32, 3), 7, 2),  # The root conv.
+    ((2, 15, 9, 5), 7, 2),  # Odd sizes: TF SAME pads more at the bottom.
+    ((3, 8, 8, 6), 3, 1),
+    ((2, 9, 7, 4), 3, 2),
+    ((2, 8, 8, 6), 1, 1),
+    ((2, 9, 8, 6), 1, 2),
+])
+def test_conv_same_equals_xla_convolution_and_its_gradients(shape, kernel,
+                                                            stride):
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((kernel, kernel, shape[-1], 5)),
+                  jnp.float32)
+  ref = lambda x, w: jax.lax.conv_general_dilated(  # pylint: disable=g-long-lambda
+      x, w, (stride, stride), "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  ours = lambda x, w: resnet.conv_same(x, w, stride)
+  np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
+  # A loss that weights every output differently, so a misplaced window
+  # or kernel tap would show in both gradients.
+  t = jnp.asarray(rng.standard_normal(ref(x, w).shape), jnp.float32)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)) * t)
+  g_ours = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, w)
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(x, w)
+  for a, b in zip(g_ours, g_ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

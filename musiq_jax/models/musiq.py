@@ -39,6 +39,7 @@ class Model(nn.Module):
     resnet_num_layers: depth of the patch ResNet (5 = root + one bottleneck
       unit); None embeds raw pixels with the Dense layer alone.
     resnet_width: channels of the ResNet root (the original uses 64).
+    resnet_num_groups: groups of the ResNet's GroupNorms (the original: 32).
     representation_size: width of `pre_logits` (None = identity).
     use_scale_emb: add the scale embedding.
     dropout_rate, attention_dropout_rate, stochastic_layer_drop_rate:
@@ -68,6 +69,7 @@ class Model(nn.Module):
   num_scales: int = 3
   resnet_num_layers: Optional[int] = 5
   resnet_width: int = 64
+  resnet_num_groups: int = 32
   representation_size: Optional[int] = None
   use_scale_emb: bool = True
   dropout_rate: float = 0.0
@@ -82,7 +84,8 @@ class Model(nn.Module):
     """[m, P, P, 3] -> [m, h', w', c'] by the patch ResNet, chunk by chunk."""
     features = functools.partial(
         resnet.resnet_patch_features, num_layers=self.resnet_num_layers,
-        width=self.resnet_width, dtype=self.dtype)
+        width=self.resnet_width, dtype=self.dtype,
+        num_groups=self.resnet_num_groups)
     chunk = self.patch_chunk_size if chunked else 0
     m = x.shape[0]
     if not chunk or m <= chunk:

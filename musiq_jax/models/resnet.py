@@ -96,14 +96,102 @@ def _max_pool_bwd(window, stride, x, g):
 max_pool_same.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-class StdConv(nn.Conv):
-  """Conv whose kernel is weight-standardised over (H, W, I) on every call."""
+def _same_pads(size: int, kernel: int, stride: int) -> Tuple[int, int, int]:
+  """(output size, low pad, high pad) of TF SAME padding along one axis."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel - size, 0)
+  return out, total // 2, total - total // 2
 
-  def param(self, name: str, init_fn, *init_args, **kwargs):
-    param = super().param(name, init_fn, *init_args, **kwargs)
-    if name == "kernel":
-      param = weight_standardize(param, axis=(0, 1, 2), eps=1e-5)
-    return param
+
+def _xla_conv(x, kernel, stride):
+  return jax.lax.conv_general_dilated(
+      x, kernel, (stride, stride), "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _im2col(x, kh: int, kw: int, stride: int) -> jnp.ndarray:
+  """[n, h, w, c] -> [n, oh, ow, kh * kw * c], the SAME conv's input windows.
+
+  Channel order (i, j, c) matches `kernel.reshape(kh * kw * c, out)`.
+  """
+  oh, top, bottom = _same_pads(x.shape[1], kh, stride)
+  ow, left, right = _same_pads(x.shape[2], kw, stride)
+  x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  return jnp.concatenate([
+      x[:, i:i + (oh - 1) * stride + 1:stride,
+        j:j + (ow - 1) * stride + 1:stride]
+      for i in range(kh) for j in range(kw)], axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_same(x: jnp.ndarray, kernel: jnp.ndarray,
+               stride: int) -> jnp.ndarray:
+  """TF SAME convolution (NHWC, HWIO); the kernel gradient by one matmul.
+
+  Forward pass and input gradient are XLA's convolutions. The kernel
+  gradient is `im2col(x)^T @ dy`: on CPU, XLA's own kernel-gradient
+  convolution took 500 ms for the 3x3 conv of 1000 patches (64 channels)
+  against 230 ms this way, and 500 vs 355 ms for the 7x7 root conv.
+  """
+  return _xla_conv(x, kernel, stride)
+
+
+def _conv_same_fwd(x, kernel, stride):
+  return _xla_conv(x, kernel, stride), (x, kernel)
+
+
+def _conv_same_bwd(stride, res, dy):
+  x, kernel = res
+  kh, kw, cin, cout = kernel.shape
+  _, vjp_x = jax.vjp(lambda v: _xla_conv(v, kernel, stride), x)
+  dx, = vjp_x(dy)  # Dropped by XLA when x needs no gradient (the root).
+  cols = _im2col(x, kh, kw, stride)
+  dk = jnp.einsum("nhwk,nhwo->ko", cols, dy.astype(cols.dtype))
+  return dx, dk.reshape(kh, kw, cin, cout).astype(kernel.dtype)
+
+
+_conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
+
+
+def conv_same(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1):
+  """TF SAME convolution of [n, h, w, c] by an HWIO kernel, fast on CPU.
+
+  1x1 kernels are a strided slice and a matmul (forward 2-5x faster than
+  XLA's CPU convolution for the 64 <-> 256 channel convs of the MUSIQ
+  ResNet, gradients 3-8x); larger kernels use `_conv_same`.
+  """
+  kh, kw = kernel.shape[:2]
+  if kh == kw == 1:
+    if stride > 1:  # SAME with a 1x1 window: rows/columns 0, s, 2s, ...
+      x = x[:, ::stride, ::stride]
+    return jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0])
+  return _conv_same(x, kernel, stride)
+
+
+class StdConv(nn.Module):
+  """Bias-free SAME conv, kernel weight-standardised over (H, W, I) per call.
+
+  The parameter is `kernel` [kh, kw, in, out] with `nn.Conv`'s default
+  initialiser, as the original checkpoints store it.
+  """
+  features: int
+  kernel_size: Tuple[int, int]
+  strides: Tuple[int, int] = (1, 1)
+  use_bias: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if self.use_bias:
+      raise ValueError("StdConv has no bias (the ResNet's GroupNorm follows).")
+    if self.strides[0] != self.strides[1]:
+      raise ValueError(f"StdConv needs equal strides, got {self.strides}.")
+    kernel = self.param(
+        "kernel", nn.initializers.lecun_normal(),
+        tuple(self.kernel_size) + (x.shape[-1], self.features), jnp.float32)
+    kernel = weight_standardize(kernel, axis=(0, 1, 2), eps=1e-5)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    return conv_same(x, kernel, int(self.strides[0]))
 
 
 class ResidualUnit(nn.Module):
@@ -112,6 +200,7 @@ class ResidualUnit(nn.Module):
   strides: Tuple[int, int] = (1, 1)
   bottleneck: bool = True
   dtype: Any = jnp.float32
+  num_groups: int = 32
 
   @nn.compact
   def __call__(self, x):
@@ -119,7 +208,8 @@ class ResidualUnit(nn.Module):
     conv = lambda f, k, s=(1, 1), name=None: StdConv(  # pylint: disable=g-long-lambda
         f, k, s, use_bias=False, dtype=self.dtype, name=name)
     gn = lambda name, **kw: nn.GroupNorm(  # pylint: disable=g-long-lambda
-        epsilon=1e-4, dtype=self.dtype, name=name, **kw)
+        num_groups=self.num_groups, epsilon=1e-4, dtype=self.dtype,
+        name=name, **kw)
     residual = x
     if x.shape[-1] != nout or self.strides != (1, 1):
       residual = conv(nout, (1, 1), self.strides, name="conv_proj")(residual)
@@ -141,6 +231,7 @@ class ResNetStage(nn.Module):
   first_stride: Tuple[int, int]
   bottleneck: bool = True
   dtype: Any = jnp.float32
+  num_groups: int = 32
 
   @nn.compact
   def __call__(self, x):
@@ -150,13 +241,18 @@ class ResNetStage(nn.Module):
           strides=self.first_stride if i == 0 else (1, 1),
           bottleneck=self.bottleneck,
           dtype=self.dtype,
+          num_groups=self.num_groups,
           name=f"unit{i + 1}")(x)
     return x
 
 
 def resnet_patch_features(x: jnp.ndarray, *, num_layers: int, width: int,
-                          dtype: Any) -> jnp.ndarray:
+                          dtype: Any, num_groups: int = 32) -> jnp.ndarray:
   """Root block + stages on [n, P, P, 3] patches -> [n, h', w', c'].
+
+  `num_groups` of every GroupNorm: 32 in the original (at width 32 that is
+  one channel per group, which normalises away each channel's energy in the
+  patch; fewer groups keep the ratios between channels).
 
   Must be called inside a `@nn.compact` method: the submodules it creates
   (`conv_root`, `gn_root`, `block1`, ...) attach to the caller, so the
@@ -164,7 +260,8 @@ def resnet_patch_features(x: jnp.ndarray, *, num_layers: int, width: int,
   """
   x = StdConv(width, (7, 7), (2, 2), use_bias=False, dtype=dtype,
               name="conv_root")(x)
-  x = nn.GroupNorm(dtype=dtype, name="gn_root")(x)  # flax default eps 1e-6.
+  # flax's default epsilon (1e-6), as the original.
+  x = nn.GroupNorm(num_groups=num_groups, dtype=dtype, name="gn_root")(x)
   x = nn.relu(x)
   x = max_pool_same(x, 3, 2)
   blocks, bottleneck = get_block_desc(num_layers)
@@ -175,5 +272,6 @@ def resnet_patch_features(x: jnp.ndarray, *, num_layers: int, width: int,
         first_stride=(1, 1) if i == 0 else (2, 2),
         bottleneck=bottleneck,
         dtype=dtype,
+        num_groups=num_groups,
         name=f"block{i + 1}")(x)
   return x
