@@ -48,6 +48,8 @@ LIQE_DISTORTION_OF = {
     "jpeg2000": "jpeg2000 compression",
     "contrast_change": "contrast",
     "color_cast": "color",
+    "impulse_noise": "noise",
+    "pixelate": "spatial",  # KADID-10k files pixelation under spatial.
 }
 
 

@@ -83,3 +83,95 @@ def test_distortion_api():
     distortions.apply_distortion(image, "fog", 1, rng)
   with pytest.raises(ValueError, match="needs rng"):
     distortions.apply_distortion(image, "white_noise", 1)
+
+
+def test_continuous_strength_interpolates_the_level_table():
+  image = synthetic_iqa.load_content("chelsea", 64)
+  for name in distortions.DISTORTION_NAMES:
+    table = distortions.DISTORTIONS[name]
+    assert distortions.parameter_at(name, 0) == distortions.IDENTITY[name]
+    for level in range(1, 6):
+      assert distortions.parameter_at(name, level) == table[level - 1]
+    mid = distortions.parameter_at(name, 2.5)
+    assert min(table[1], table[2]) <= mid <= max(table[1], table[2]), name
+    # An integer strength is exactly the fixed level, noise included.
+    np.testing.assert_array_equal(
+        distortions.apply_distortion_at(image, name, 3.0,
+                                        np.random.default_rng(5)),
+        distortions.apply_distortion(image, name, 3,
+                                     np.random.default_rng(5)))
+  # The label falls as the strength grows between the levels too.
+  ref = synthetic_iqa.load_content("astronaut", 96)
+  mos = [synthetic_iqa.mos_proxy(ref, distortions.apply_distortion_at(
+      ref, "gaussian_blur", s)) for s in (1.0, 1.5, 2.0, 2.5, 3.0)]
+  assert all(np.diff(mos) < 0), mos
+  with pytest.raises(ValueError, match="out of range"):
+    distortions.parameter_at("jpeg", 5.5)
+
+
+def test_local_distortions():
+  image = synthetic_iqa.load_content("astronaut", 64)  # 64 x 64.
+  pix = distortions.apply_distortion(image, "pixelate", 2)  # Factor 2.
+  assert not np.array_equal(pix, image)
+  np.testing.assert_array_equal(pix[0::2, 0::2], pix[1::2, 1::2])
+  rng = np.random.default_rng(0)
+  noisy = distortions.apply_distortion(image, "impulse_noise", 5, rng)
+  changed = np.any(noisy != image, axis=-1)
+  # Level 5 hits 12% of the pixels; hit pixels are black or white.
+  assert 0.06 < changed.mean() < 0.18
+  assert set(np.unique(noisy[changed])) <= {0, 255}
+  with pytest.raises(ValueError, match="needs rng"):
+    distortions.apply_distortion(image, "impulse_noise", 1)
+
+
+def _build(config, data_dir):
+  b = synthetic_iqa.SyntheticIqa(config=config, data_dir=data_dir)
+  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      try_download_gcs=False))
+  return {split: list(tfds.as_numpy(b.as_dataset(split)))
+          for split in ("train", "validation", "test")}
+
+
+def test_rich_training_split_leaves_evaluation_splits_unchanged(tmp_path):
+  common = dict(max_side=48, contents=("astronaut", "coffee", "chelsea",
+                                       "camera", "coins"),
+                distortion_names=("gaussian_blur", "impulse_noise"))
+  plain = _build(synthetic_iqa.SyntheticConfig(name="plain", **common),
+                 str(tmp_path / "a"))
+  rich = _build(synthetic_iqa.SyntheticConfig(
+      name="rich", train_views=2, train_strengths=3,
+      extra_train_contents=("gravel",), **common), str(tmp_path / "b"))
+  for split in ("validation", "test"):
+    key = lambda e: e["image_id"]
+    for a, b in zip(sorted(plain[split], key=key),
+                    sorted(rich[split], key=key)):
+      assert a["image_id"] == b["image_id"] and a["mos"] == b["mos"]
+      np.testing.assert_array_equal(a["image"], b["image"])
+  train_refs = {e["reference"].decode() for e in plain["train"]}
+  rich_refs = {e["reference"].decode() for e in rich["train"]}
+  assert rich_refs == train_refs | {"gravel"}
+  eval_refs = {e["reference"].decode() for s in ("validation", "test")
+               for e in rich[s]}
+  assert not rich_refs & eval_refs
+  # Per view: the pristine photo + 2 types x 3 strengths.
+  assert len(rich["train"]) == len(rich_refs) * 2 * (1 + 2 * 3)
+  crops = [e for e in rich["train"] if b"@crop1/" in e["image_id"]]
+  assert len(crops) == len(rich_refs) * 7
+  levels = {int(e["distortion_level"]) for e in rich["train"]
+            if int(e["distortion_type"]) > 0}
+  assert levels <= {1, 2, 3, 4, 5} and len(levels) > 1
+  # A view's pristine image scores the maximum; its distortions less (a
+  # very weak strength may leave an image unchanged, so not all of them).
+  pristine = [e["mos"] for e in rich["train"] if e["distortion_type"] == 0]
+  other = [e["mos"] for e in rich["train"] if e["distortion_type"] > 0]
+  np.testing.assert_allclose(pristine, 4.8622, atol=1e-3)
+  assert max(other) <= max(pristine) and np.mean(np.less(other, 4.86)) > 0.8
+
+
+def test_extra_contents_must_not_overlap_the_split_contents(tmp_path):
+  cfg = synthetic_iqa.SyntheticConfig(
+      name="bad", max_side=32,
+      contents=("astronaut", "coffee", "chelsea", "camera", "coins"),
+      extra_train_contents=("coffee",))
+  with pytest.raises(ValueError, match="extra_train_contents"):
+    _build(cfg, str(tmp_path))

@@ -18,8 +18,16 @@ sigma of 33 px, RankIQA's strongest blur, would flatten a 300 px photo).
 | contrast_change | contrast factor towards the mean .75, .55, .4, .28, .18 |
 | saturation      | colour saturation factor .7, .5, .3, .15, 0 (no-op on grey) |
 | color_cast      | red +/ blue - offset (of 255) 8, 16, 28, 42, 60       |
+| pixelate        | block factor 1.5, 2, 3, 4, 6 (box down, nearest up)    |
+| impulse_noise   | fraction of pixels set to black or white .003, .01, .03, .06, .12 |
 
-Randomness (only `white_noise` uses it) comes from the `rng` argument, a
+`apply_distortion_at(image, name, strength, rng)` takes a continuous strength
+in [0, 5] instead: the parameter is interpolated linearly between the levels
+(strength 0 is the identity parameter of `IDENTITY`), so an integer strength
+gives exactly `apply_distortion` at that level. JPEG qualities are rounded to
+integers.
+
+Randomness (`white_noise` and `impulse_noise`) comes from the `rng` argument, a
 `numpy.random.Generator`, so callers control determinism.
 """
 
@@ -43,8 +51,39 @@ DISTORTIONS: Dict[str, Sequence[float]] = {
     "contrast_change": (0.75, 0.55, 0.4, 0.28, 0.18),
     "saturation": (0.7, 0.5, 0.3, 0.15, 0.0),
     "color_cast": (8, 16, 28, 42, 60),
+    "pixelate": (1.5, 2.0, 3.0, 4.0, 6.0),
+    "impulse_noise": (0.003, 0.01, 0.03, 0.06, 0.12),
 }
 DISTORTION_NAMES = tuple(DISTORTIONS)
+# Those that draw from the `rng` argument.
+RANDOM_DISTORTIONS = ("white_noise", "impulse_noise")
+
+# The parameter that leaves an image (nearly) unchanged: strength 0. JPEG at
+# quality 95 and JPEG2000 at 48 dB are the mildest settings that still encode.
+IDENTITY: Dict[str, float] = {
+    "gaussian_blur": 0.0,
+    "white_noise": 0.0,
+    "jpeg": 95,
+    "jpeg2000": 48,
+    "contrast_change": 1.0,
+    "saturation": 1.0,
+    "color_cast": 0,
+    "pixelate": 1.0,
+    "impulse_noise": 0.0,
+}
+
+
+def parameter_at(name: str, strength: float) -> float:
+  """The parameter of distortion `name` at a continuous strength in [0, 5]."""
+  if name not in DISTORTIONS:
+    raise ValueError(f"Unknown distortion {name!r}; choose one of "
+                     f"{list(DISTORTION_NAMES)}.")
+  if not 0.0 <= strength <= NUM_LEVELS:
+    raise ValueError(f"Distortion strength {strength} out of range [0, "
+                     f"{NUM_LEVELS}].")
+  table = (IDENTITY[name],) + tuple(DISTORTIONS[name])
+  value = float(np.interp(strength, np.arange(NUM_LEVELS + 1), table))
+  return float(round(value)) if name == "jpeg" else value
 
 # ITU-R BT.601 luma weights, as Pillow's convert("L").
 _LUMA = np.array([0.299, 0.587, 0.114], np.float64)
@@ -109,6 +148,23 @@ def _color_cast(image, offset, rng):
   return _to_uint8(x + np.array([offset, 0.0, -offset]))
 
 
+def _pixelate(image, factor, rng):
+  del rng
+  h, w = image.shape[:2]
+  small = (max(1, round(w / factor)), max(1, round(h / factor)))
+  im = Image.fromarray(image).resize(small, Image.BOX)
+  return np.asarray(im.resize((w, h), Image.NEAREST), np.uint8)
+
+
+def _impulse_noise(image, fraction, rng):
+  out = image.copy()
+  hit = rng.random(image.shape[:2]) < fraction
+  salt = rng.random(image.shape[:2]) < 0.5
+  out[hit & salt] = 255
+  out[hit & ~salt] = 0
+  return out
+
+
 _FNS = {
     "gaussian_blur": _blur,
     "white_noise": _noise,
@@ -117,6 +173,8 @@ _FNS = {
     "contrast_change": _contrast,
     "saturation": _saturation,
     "color_cast": _color_cast,
+    "pixelate": _pixelate,
+    "impulse_noise": _impulse_noise,
 }
 
 
@@ -128,7 +186,7 @@ def apply_distortion(image_uint8: np.ndarray, name: str, level: int,
     image_uint8: [h, w, 3] uint8 RGB image.
     name: one of `DISTORTION_NAMES`.
     level: 0 (returns a copy of the input) or 1..5, increasing strength.
-    rng: numpy Generator for random distortions; required for `white_noise`.
+    rng: numpy Generator for random distortions; required for those in `RANDOM_DISTORTIONS`.
 
   Returns:
     The distorted [h, w, 3] uint8 image (same size as the input).
@@ -146,9 +204,27 @@ def apply_distortion(image_uint8: np.ndarray, name: str, level: int,
                      f"(pristine) to {NUM_LEVELS}.")
   if int(level) == 0:
     return image.copy()
-  if name == "white_noise" and rng is None:
-    raise ValueError("white_noise needs rng=np.random.default_rng(seed) so "
+  if name in RANDOM_DISTORTIONS and rng is None:
+    raise ValueError(f"{name} needs rng=np.random.default_rng(seed) so "
                      "that the noise is reproducible.")
   out = _FNS[name](image, DISTORTIONS[name][int(level) - 1], rng)
+  assert out.shape == image.shape, (name, out.shape, image.shape)
+  return out
+
+
+def apply_distortion_at(image_uint8: np.ndarray, name: str, strength: float,
+                        rng: np.random.Generator | None = None) -> np.ndarray:
+  """As `apply_distortion` at a continuous strength in [0, 5] (0: a copy)."""
+  image = np.asarray(image_uint8)
+  parameter = parameter_at(name, strength)  # Validates name and strength.
+  if float(strength).is_integer():
+    return apply_distortion(image, name, int(strength), rng)
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f"apply_distortion_at needs an [h, w, 3] uint8 image, "
+                     f"got {image.dtype} {image.shape}.")
+  if name in RANDOM_DISTORTIONS and rng is None:
+    raise ValueError(f"{name} needs rng=np.random.default_rng(seed) so "
+                     "that the noise is reproducible.")
+  out = _FNS[name](image, parameter, rng)
   assert out.shape == image.shape, (name, out.shape, image.shape)
   return out

@@ -25,6 +25,11 @@ SSIM sees structure (blur, noise, compression, contrast) and PSNR sees
 pixel shifts SSIM is blind to (colour cast). Pristine images get z = 1,
 mos = 4.86.
 
+The `demo` config (the default demo's data) swaps contrast_change and
+color_cast for two local types (pixelate, impulse_noise) and enriches the
+training split (more views, continuous strengths, one more photo); see
+`SyntheticConfig` and docs/datasets.md.
+
 Splits are by content (a seeded permutation of the content names): no pristine
 photo, nor any of its distorted versions, is in two splits. Default config: 14
 contents -> train 9, validation 2, test 3 contents (279 / 62 / 93 images).
@@ -56,6 +61,12 @@ CONTENTS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
             "brick", "coins", "clock", "grass")
 SYNTHETIC_DISTORTIONS = ("gaussian_blur", "white_noise", "jpeg", "jpeg2000",
                          "contrast_change", "color_cast")
+# Types whose evidence lives inside every 32x32 patch: MUSIQ's patch ResNet
+# (weight-standardised conv + per-patch GroupNorm) is nearly invariant to a
+# global affine change of intensities, so it cannot see contrast_change or
+# color_cast (docs/datasets.md, "synthetic_iqa/demo").
+LOCAL_DISTORTIONS = ("gaussian_blur", "white_noise", "jpeg", "jpeg2000",
+                     "pixelate", "impulse_noise")
 # Split fractions over contents.
 CONTENT_SPLIT = {"test": 0.2, "validation": 0.15, "train": 0.65}
 
@@ -125,11 +136,29 @@ def _png(image: np.ndarray) -> bytes:
 
 @dataclasses.dataclass(eq=False)
 class SyntheticConfig(common.IQAConfig):
-  """Which contents, distortion types and size cap to generate."""
+  """Which contents, distortion types and size cap to generate.
+
+  The last three fields enrich the training split only (validation and test
+  stay the fixed 5 levels of whole photos, so their numbers compare across
+  configs):
+    train_views: views per training content: the whole photo, plus
+      `train_views - 1` crops of the same shape taken at random places from the
+      photo at up to twice the resolution (capped by the photo's own size):
+      a closer look, other framing, finer texture.
+    train_strengths: 0: the 5 fixed levels per type; N > 0: N strengths per
+      type drawn uniformly from (0, 5] (`distortions.apply_distortion_at`),
+      so no two training images share a distortion strength and memorising
+      image -> score pays less. `distortion_level` is then the strength
+      rounded up (1..5).
+    extra_train_contents: photos added to the training split only.
+  """
   contents: Tuple[str, ...] = CONTENTS
   distortion_names: Tuple[str, ...] = SYNTHETIC_DISTORTIONS
   max_side: int = 512
   seed: int = 0
+  train_views: int = 1
+  train_strengths: int = 0
+  extra_train_contents: Tuple[str, ...] = ()
 
 
 class SyntheticIqa(tfds.core.GeneratorBasedBuilder):
@@ -143,6 +172,15 @@ class SyntheticIqa(tfds.core.GeneratorBasedBuilder):
           "<= 512: 434 images.")),
       SyntheticConfig(name="small", max_side=256, description=(
           "As default with longer side <= 256 (fast CPU training).")),
+      SyntheticConfig(
+          name="demo", max_side=256, distortion_names=LOCAL_DISTORTIONS,
+          train_views=3, train_strengths=5, extra_train_contents=("gravel",),
+          description=(
+              "The default demo's data: contents and splits as small, 6 "
+              "local distortion types (no contrast change or colour cast), "
+              "and a richer training split: 3 views of each training photo "
+              "(the photo and 2 closer crops), 5 random strengths per type, "
+              "and the gravel photo: 930 training images.")),
       SyntheticConfig(name="tiny", max_side=96, contents=(
           "astronaut", "coffee", "chelsea", "camera", "coins"), description=(
               "5 contents at longer side <= 96, for tests.")),
@@ -175,39 +213,99 @@ class SyntheticIqa(tfds.core.GeneratorBasedBuilder):
     if len(cfg.contents) < 3:
       raise ValueError(f"Config {cfg.name!r} has {len(cfg.contents)} "
                        "contents; content-disjoint splits need at least 3.")
+    overlap = set(cfg.extra_train_contents) & set(cfg.contents)
+    if overlap:
+      raise ValueError(f"Config {cfg.name!r}: extra_train_contents "
+                       f"{sorted(overlap)} are also in contents; a photo may "
+                       "be in one split only.")
     assignment = common.random_split(cfg.contents, CONTENT_SPLIT, cfg.seed)
-    return {
-        split: self._generate_examples(
-            [c for c in cfg.contents if assignment[c] == split])
+    splits = {
+        split: [c for c in cfg.contents if assignment[c] == split]
         for split in ("train", "validation", "test")
     }
+    splits["train"] += list(cfg.extra_train_contents)
+    return {
+        split: self._generate_examples(contents, train=split == "train")
+        for split, contents in splits.items()
+    }
 
-  def _generate_examples(self, contents):
+  def _views(self, name: str, content_index: int, train: bool):
+    """(suffix, pristine image) per view of a content."""
+    cfg = self.builder_config
+    ref = load_content(name, cfg.max_side)
+    yield "", ref
+    if not train or cfg.train_views <= 1:
+      return
+    big = load_content(name, 2 * cfg.max_side)
+    h, w = ref.shape[:2]
+    rng = np.random.default_rng([cfg.seed, content_index, 1000])
+    for v in range(1, cfg.train_views):
+      top = int(rng.integers(0, big.shape[0] - h + 1))
+      left = int(rng.integers(0, big.shape[1] - w + 1))
+      yield f"@crop{v}", np.ascontiguousarray(big[top:top + h, left:left + w])
+
+  def _variants(self, content_index: int, view: int, train: bool):
+    """(type, level, strength) per image of a view; pristine first."""
+    cfg = self.builder_config
+    yield "pristine", 0, 0.0
+    for dist in cfg.distortion_names:
+      if train and cfg.train_strengths > 0:
+        type_index = distortions.DISTORTION_NAMES.index(dist)
+        rng = np.random.default_rng(
+            [cfg.seed, content_index, view, type_index, 2000])
+        # (0, 5]: 1 - U[0, 1) never gives exactly 0 (the pristine image).
+        for s in 5.0 * (1.0 - rng.random(cfg.train_strengths)):
+          yield dist, int(math.ceil(s)), float(s)
+      else:
+        for level in range(1, 6):
+          yield dist, level, float(level)
+
+  def _generate_examples(self, contents, train: bool):
     cfg = self.builder_config
     for name in contents:
       content_id = CONTENTS.index(name) if name in CONTENTS else -1
-      ref = load_content(name, cfg.max_side)
-      h, w = ref.shape[:2]
-      variants = [("pristine", 0)] + [(d, level)
-                                      for d in cfg.distortion_names
-                                      for level in range(1, 6)]
-      for dist, level in variants:
-        if dist == "pristine":
-          image = ref
-        else:
-          type_index = distortions.DISTORTION_NAMES.index(dist)
-          rng = np.random.default_rng(
-              [cfg.seed, max(content_id, 0), type_index, level])
-          image = distortions.apply_distortion(ref, dist, level, rng)
-        image_id = f"{name}/{dist}_{level}"
-        yield image_id, {
-            "image": _png(image),
-            "height": h,
-            "width": w,
-            "image_id": image_id,
-            "mos": mos_proxy(ref, image),
-            "reference": name,
-            "content_id": content_id,
-            "distortion_type": dist,
-            "distortion_level": level,
-        }
+      # Seeds need a non-negative index; extra contents come after CONTENTS.
+      content_index = (content_id if content_id >= 0 else
+                       len(CONTENTS) + cfg.extra_train_contents.index(name))
+      for view, (suffix, ref) in enumerate(
+          self._views(name, content_index, train)):
+        yield from self._view_examples(name, suffix, ref, content_id,
+                                       content_index, view, train)
+
+  def _view_examples(self, name, suffix, ref, content_id, content_index,
+                     view, train):
+    """The pristine view and its distorted versions; `reference` = photo."""
+    cfg = self.builder_config
+    view_name = name + suffix
+    h, w = ref.shape[:2]
+    for k, (dist, level, strength) in enumerate(
+        self._variants(content_index, view, train)):
+      if dist == "pristine":
+        image = ref
+        image_id = f"{view_name}/pristine_0"
+      elif strength == level:
+        type_index = distortions.DISTORTION_NAMES.index(dist)
+        # The seed of the original fixed-level builds (view 0 unchanged).
+        seed = [cfg.seed, content_index, type_index, level]
+        if view:
+          seed.append(view)
+        image = distortions.apply_distortion(ref, dist, level,
+                                             np.random.default_rng(seed))
+        image_id = f"{view_name}/{dist}_{level}"
+      else:
+        type_index = distortions.DISTORTION_NAMES.index(dist)
+        rng = np.random.default_rng(
+            [cfg.seed, content_index, view, type_index, 3000 + k])
+        image = distortions.apply_distortion_at(ref, dist, strength, rng)
+        image_id = f"{view_name}/{dist}_{strength:.3f}"
+      yield image_id, {
+          "image": _png(image),
+          "height": h,
+          "width": w,
+          "image_id": image_id,
+          "mos": mos_proxy(ref, image),
+          "reference": name,
+          "content_id": content_id,
+          "distortion_type": dist,
+          "distortion_level": level,
+      }
