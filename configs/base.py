@@ -49,6 +49,9 @@ def get_config(arg=None):
       max_seq_len=config_dict.placeholder(int),
       shuffle_buffer=2048,
       cache=False,  # Cache encoded examples in memory (small datasets).
+      # Training augmentation: random crops of at least this fraction of
+      # the height and of the width (1.0 = off; the paper only flips).
+      crop_min_fraction=1.0,
   ))
 
   c.model_name = "musiq"

@@ -3,7 +3,8 @@
 Order (flax imagenet / big_vision style): read this process's shard -> [cache]
 -> [train: shuffle, repeat] -> number every example of the stream -> group into
 batches of *light* records (encoded bytes + labels, no pixels yet) -> [skip
-batches] -> decode (`image_io.tf_decode`), [train: random horizontal flip],
+batches] -> decode (`image_io.tf_decode`), [train: random crop (when
+`crop_min_fraction` < 1), random horizontal flip],
 multi-scale tokens (`preprocessing.preprocess_image`), pad/cut to the batch's
 length -> batch -> prefetch.
 
@@ -237,6 +238,7 @@ def make_dataset(builder_name: str, split: str, *, data_dir=None,
                  repeat: Optional[int] = None, skip_batches: int = 0,
                  label_key: str = "mos", cache: bool = False,
                  prefetch: int = 2, length_sample_size: int = 4096,
+                 crop_min_fraction: float = 1.0,
                  num_parallel_calls: int = tf.data.AUTOTUNE
                  ) -> tf.data.Dataset:
   """The batched `tf.data.Dataset` (see `get_dataset` for the arguments)."""
@@ -244,6 +246,9 @@ def make_dataset(builder_name: str, split: str, *, data_dir=None,
     raise ValueError(f"batching={batching!r}; use one of {BATCHING_MODES}.")
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  if not 0.0 < crop_min_fraction <= 1.0:
+    raise ValueError(f"crop_min_fraction must be in (0, 1], got "
+                     f"{crop_min_fraction}.")
   builder = get_builder(builder_name, data_dir)
   shard = process_split(split, process_index, process_count)
   keys = builder.info.features.keys()
@@ -313,6 +318,18 @@ def make_dataset(builder_name: str, split: str, *, data_dir=None,
     image = image_io.tf_decode(e["encoded"])
     if train:
       flip_seed = tf.stack([tf.cast(seed, tf.int64), e["index"]])
+      if crop_min_fraction < 1.0:
+        # Height and width fractions drawn independently from
+        # [crop_min_fraction, 1]; a crop never has more tokens than the
+        # whole image, so the batch length computed before decoding holds.
+        size = tf.shape(image)[:2]
+        frac = tf.random.stateless_uniform(
+            [2], seed=flip_seed + [0, 1 << 40], minval=crop_min_fraction,
+            maxval=1.0)
+        crop = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * frac),
+                                  tf.int32), 1)
+        image = tf.image.stateless_random_crop(
+            image, tf.concat([crop, [3]], 0), seed=flip_seed + [0, 2 << 40])
       image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     feats = preprocessing.preprocess_image(image, pp_config)
     feats = _pad_to(feats, e["target_len"])
@@ -354,6 +371,10 @@ def get_dataset(builder_name: str, split: str, **kwargs) -> Iterable[
       skip_batches: batches to skip to resume a training stream.
       label_key: the feature used as `label` (default "mos").
       cache: cache the encoded examples in memory (small datasets).
+      crop_min_fraction: training only: below 1, each image is randomly
+        cropped to a height and a width fraction drawn from
+        [crop_min_fraction, 1] before the multi-scale tokens (augmentation
+        for small datasets; 1 = off, the paper's setting).
 
   Returns:
     An iterable of dicts of numpy arrays (see the module docstring).

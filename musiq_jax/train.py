@@ -316,7 +316,8 @@ def _dataset(config, split: str, train: bool, trainer: Trainer,
       shuffle_buffer=config.input.shuffle_buffer, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       skip_batches=skip_batches, label_key=config.label_key,
-      cache=config.input.cache)
+      cache=config.input.cache,
+      crop_min_fraction=config.input.get("crop_min_fraction", 1.0))
 
 
 def ensure_dataset(config) -> None:
@@ -431,18 +432,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   report = periodic_actions.ReportProgress(num_train_steps=total,
                                            writer=writer)
   hooks = [report]
+  # Sums over the logging window, kept on the device (no sync per step).
+  window_loss, window_start = 0.0, start + 1
   for step in range(start + 1, total + 1):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       batch = trainer.device_batch(next(train_iter))
       state, out = trainer.train_step(state, batch, step_rng)
+    window_loss = window_loss + out["loss"]
     for h in hooks:
       h(step)
     if step % config.log_every_steps == 0 or step == total:
       out = jax.device_get(out)
-      if not np.isfinite(out["loss"]):
-        raise RuntimeError(f"Loss is {out['loss']} at step {step}: training "
-                           "diverged (lower the learning rate or check data).")
-      writer.write_scalars(step, {"train_loss": float(out["loss"]),
+      mean_loss = float(jax.device_get(window_loss)) / (step - window_start + 1)
+      if not np.isfinite(mean_loss):
+        where = (f"at step {step}" if step == window_start else
+                 f"between steps {window_start} and {step}")
+        raise RuntimeError(f"Loss is {mean_loss} {where}: training diverged "
+                           "(lower the learning rate or check the data).")
+      window_loss, window_start = 0.0, step + 1
+      # train_loss: the mean over the steps since the last log line; the
+      # gradient norm is the last step's.
+      writer.write_scalars(step, {"train_loss": mean_loss,
                                   "grad_norm": float(out["grad_norm"]),
                                   "learning_rate": float(
                                       trainer.schedule(step // accum))})

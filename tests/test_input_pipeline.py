@@ -82,9 +82,26 @@ def test_flip_only_in_train(data_dir):
   assert same > 10 and flipped > 10  # Random, about half each.
 
 
+def test_random_crops_shrink_images_deterministically(data_dir):
+  kw = dict(data_dir=data_dir, pp_config=CFG, batch_size=93, repeat=1,
+            train=True, seed=3, shuffle_buffer=1)
+  plain = next(iter(ip.get_dataset(NAME, "train", **kw)))
+  crop = next(iter(ip.get_dataset(NAME, "train", crop_min_fraction=0.5, **kw)))
+  again = next(iter(ip.get_dataset(NAME, "train", crop_min_fraction=0.5,
+                                   **kw)))
+  np.testing.assert_array_equal(crop["patches"], again["patches"])
+  np.testing.assert_array_equal(crop["label"], plain["label"])
+  tokens, plain_tokens = crop["mask"].sum(1), plain["mask"].sum(1)
+  # Crops keep 50..100% of each side: never more tokens, usually fewer.
+  assert (tokens <= plain_tokens).all()
+  assert (tokens < plain_tokens).mean() > 0.5
+  with pytest.raises(ValueError, match="crop_min_fraction"):
+    ip.make_dataset(NAME, "train", crop_min_fraction=0.0, **kw)
+
+
 def test_train_stream_resumes_with_skip(data_dir):
   kw = dict(data_dir=data_dir, pp_config=CFG, batch_size=4, train=True,
-            seed=5, batching="bucketed", num_buckets=2)
+            seed=5, batching="bucketed", num_buckets=2, crop_min_fraction=0.7)
   full = ip.get_dataset(NAME, "train", **kw)
   first = [b for _, b in zip(range(7), full)]
   resumed = next(iter(ip.get_dataset(NAME, "train", skip_batches=6, **kw)))
