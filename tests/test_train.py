@@ -100,12 +100,13 @@ def test_nan_loss_stops_with_the_step(data_dir, tmp_path, log_every, where):
 
 
 MUSIQ_CONFIGS = ["koniq", "spaq", "paq2piq", "ava", "livec", "kadid",
-                 "synthetic"]
+                 "synthetic", "synthetic:levels", "synthetic:six_types"]
 
 
 @pytest.mark.parametrize("name", MUSIQ_CONFIGS)
 def test_every_musiq_config_traces(name):
-  c = load_config(os.path.join(ROOT, "configs", f"{name}.py"))
+  name, _, arg = name.partition(":")
+  c = load_config(os.path.join(ROOT, "configs", f"{name}.py"), arg or None)
   assert c.num_train_steps > 0 and c.input.batch_size > 0
   trainer = train.Trainer(c)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in
