@@ -153,12 +153,14 @@ def test_baselines_join_the_comparison_table(root, tokenizer_dir):
 
 def test_liqe_distortion_lookup_and_dwa():
   names = ("pristine", "gaussian_blur", "white_noise", "jpeg", "jpeg2000",
-           "contrast_change", "color_cast", "pixelate")
+           "contrast_change", "color_cast", "pixelate", "impulse_noise",
+           "saturation")
   index, mask = crop_models.distortion_lookup(names)
   want = ["blur", "noise", "jpeg compression", "jpeg2000 compression",
-          "contrast", "color"]
-  assert [prompts.LIQE_DISTORTIONS[i] for i in index[1:7]] == want
-  np.testing.assert_array_equal(mask, [0, 1, 1, 1, 1, 1, 1, 0])
+          "contrast", "color", "spatial", "noise"]
+  assert [prompts.LIQE_DISTORTIONS[i] for i in index[1:9]] == want
+  # Pristine and types without a LIQE class carry no distortion label.
+  np.testing.assert_array_equal(mask, [0, 1, 1, 1, 1, 1, 1, 1, 1, 0])
   # DWA: equal split of alpha until two epochs are known; then the task
   # whose loss fell least (ratio nearest 1) weighs most.
   np.testing.assert_allclose(crop_models.dwa_weights([[1.0, 2.0]], 1.5, 2.0),
