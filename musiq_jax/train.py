@@ -317,7 +317,7 @@ def _dataset(config, split: str, train: bool, trainer: Trainer,
       process_index=jax.process_index(), process_count=jax.process_count(),
       skip_batches=skip_batches, label_key=config.label_key,
       cache=config.input.cache,
-      crop_min_fraction=config.input.get("crop_min_fraction", 1.0))
+      crop_min_fraction=config.input.crop_min_fraction)
 
 
 def ensure_dataset(config) -> None:

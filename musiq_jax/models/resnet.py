@@ -48,22 +48,30 @@ def weight_standardize(w: jnp.ndarray, axis: Sequence[int],
   return w / (jnp.std(w, axis=axis) + eps)
 
 
+def _same_pads(size: int, kernel: int, stride: int) -> Tuple[int, int, int]:
+  """(output size, low pad, high pad) of TF SAME padding along one axis."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel - size, 0)
+  return out, total // 2, total - total // 2
+
+
+def _same_windows(x: jnp.ndarray, kh: int, kw: int, stride: int,
+                  pad_value: float = 0.0):
+  """The kh * kw strided slices [n, oh, ow, c] of a TF SAME window op, in
+  (i, j) order: a conv's im2col columns, or a max pool's candidates."""
+  oh, top, bottom = _same_pads(x.shape[1], kh, stride)
+  ow, left, right = _same_pads(x.shape[2], kw, stride)
+  x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)),
+              constant_values=pad_value)
+  return [x[:, i:i + (oh - 1) * stride + 1:stride,
+            j:j + (ow - 1) * stride + 1:stride]
+          for i in range(kh) for j in range(kw)]
+
+
 def _max_pool_slices(x: jnp.ndarray, window: int, stride: int) -> jnp.ndarray:
   """TF SAME max pooling as an elementwise max of strided slices."""
-  pads = []
-  for size in x.shape[1:3]:
-    out = -(-size // stride)
-    total = max((out - 1) * stride + window - size, 0)
-    pads.append((total // 2, total - total // 2, out))
-  (t, b, oh), (l, r, ow) = pads
-  x = jnp.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=-np.inf)
-  y = None
-  for i in range(window):
-    for j in range(window):
-      s = x[:, i:i + (oh - 1) * stride + 1:stride,
-            j:j + (ow - 1) * stride + 1:stride]
-      y = s if y is None else jnp.maximum(y, s)
-  return y
+  return functools.reduce(jnp.maximum,
+                          _same_windows(x, window, window, stride, -np.inf))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -96,13 +104,6 @@ def _max_pool_bwd(window, stride, x, g):
 max_pool_same.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def _same_pads(size: int, kernel: int, stride: int) -> Tuple[int, int, int]:
-  """(output size, low pad, high pad) of TF SAME padding along one axis."""
-  out = -(-size // stride)
-  total = max((out - 1) * stride + kernel - size, 0)
-  return out, total // 2, total - total // 2
-
-
 def _xla_conv(x, kernel, stride):
   return jax.lax.conv_general_dilated(
       x, kernel, (stride, stride), "SAME",
@@ -114,13 +115,7 @@ def _im2col(x, kh: int, kw: int, stride: int) -> jnp.ndarray:
 
   Channel order (i, j, c) matches `kernel.reshape(kh * kw * c, out)`.
   """
-  oh, top, bottom = _same_pads(x.shape[1], kh, stride)
-  ow, left, right = _same_pads(x.shape[2], kw, stride)
-  x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-  return jnp.concatenate([
-      x[:, i:i + (oh - 1) * stride + 1:stride,
-        j:j + (ow - 1) * stride + 1:stride]
-      for i in range(kh) for j in range(kw)], axis=-1)
+  return jnp.concatenate(_same_windows(x, kh, kw, stride), axis=-1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
