@@ -4,6 +4,7 @@ import collections
 
 import numpy as np
 import pytest
+import skimage.data
 import tensorflow_datasets as tfds
 
 import musiq_jax.datasets  # pylint: disable=unused-import
@@ -132,7 +133,12 @@ def _build(config, data_dir):
           for split in ("train", "validation", "test")}
 
 
-def test_rich_training_split_leaves_evaluation_splits_unchanged(tmp_path):
+def test_rich_training_split_leaves_evaluation_splits_unchanged(
+    tmp_path, monkeypatch):
+  loads = []
+  load_content = synthetic_iqa.load_content
+  monkeypatch.setattr(synthetic_iqa, "load_content", lambda name, side: (
+      loads.append((name, side)), load_content(name, side))[1])
   common = dict(max_side=48, contents=("astronaut", "coffee", "chelsea",
                                        "camera", "coins"),
                 distortion_names=("gaussian_blur", "impulse_noise"))
@@ -140,7 +146,8 @@ def test_rich_training_split_leaves_evaluation_splits_unchanged(tmp_path):
                  str(tmp_path / "a"))
   rich = _build(synthetic_iqa.SyntheticConfig(
       name="rich", train_views=2, train_strengths=3,
-      extra_train_contents=("gravel",), **common), str(tmp_path / "b"))
+      extra_train_contents=("gravel",), dead_leaves=2, **common),
+                str(tmp_path / "b"))
   for split in ("validation", "test"):
     key = lambda e: e["image_id"]
     for a, b in zip(sorted(plain[split], key=key),
@@ -149,14 +156,22 @@ def test_rich_training_split_leaves_evaluation_splits_unchanged(tmp_path):
       np.testing.assert_array_equal(a["image"], b["image"])
   train_refs = {e["reference"].decode() for e in plain["train"]}
   rich_refs = {e["reference"].decode() for e in rich["train"]}
-  assert rich_refs == train_refs | {"gravel"}
+  leaves = {"dead_leaves_0", "dead_leaves_1"}
+  assert rich_refs == train_refs | {"gravel"} | leaves
   eval_refs = {e["reference"].decode() for s in ("validation", "test")
                for e in rich[s]}
   assert not rich_refs & eval_refs
-  # Per view: the pristine photo + 2 types x 3 strengths.
-  assert len(rich["train"]) == len(rich_refs) * 2 * (1 + 2 * 3)
+  # Crops and dead-leaves textures come from the training photos only (the
+  # evaluation photos are never loaded at twice the size).
+  assert {n for n, side in loads if side == 96} == train_refs | {"gravel"}
+  # Per view: the pristine photo + 2 types x 3 strengths; photos have 2
+  # views, generated contents 1.
+  assert len(rich["train"]) == (len(rich_refs) - 2) * 2 * 7 + 2 * 7
   crops = [e for e in rich["train"] if b"@crop1/" in e["image_id"]]
-  assert len(crops) == len(rich_refs) * 7
+  assert len(crops) == (len(rich_refs) - 2) * 7
+  generated = [e for e in rich["train"] if e["reference"].decode() in leaves]
+  assert len({e["image_id"] for e in generated}) == 14
+  assert all(max(e["height"], e["width"]) == 48 for e in generated)
   levels = {int(e["distortion_level"]) for e in rich["train"]
             if int(e["distortion_type"]) > 0}
   assert levels <= {1, 2, 3, 4, 5} and len(levels) > 1
@@ -175,3 +190,57 @@ def test_extra_contents_must_not_overlap_the_split_contents(tmp_path):
       extra_train_contents=("coffee",))
   with pytest.raises(ValueError, match="extra_train_contents"):
     _build(cfg, str(tmp_path))
+
+
+def test_dead_leaves_is_seeded_covered_and_uses_its_sources():
+  rng = lambda seed: np.random.default_rng(seed)
+  a = synthetic_iqa.dead_leaves(rng(0), 40, 56, supersample=1)
+  assert a.shape == (40, 56, 3) and a.dtype == np.uint8
+  np.testing.assert_array_equal(
+      a, synthetic_iqa.dead_leaves(rng(0), 40, 56, supersample=1))
+  assert np.any(a != synthetic_iqa.dead_leaves(rng(1), 40, 56, supersample=1))
+  # Without anti-aliasing every pixel is one leaf's flat colour: few
+  # colours, each covering a region; large leaves leave large regions.
+  colours, counts = np.unique(a.reshape(-1, 3), axis=0, return_counts=True)
+  assert 3 < len(colours) < a.shape[0] * a.shape[1] / 4
+  assert counts.max() > 40
+  # Textured: a constant grey source under per-channel gains in [0.6, 1.2]
+  # bounds every pixel, flat or textured; supersampling averages leaves.
+  grey = np.full((64, 64, 3), 100, np.uint8)
+  b = synthetic_iqa.dead_leaves(rng(2), 24, 32, [grey], texture_fraction=1.0)
+  assert b.min() >= 60 and b.max() <= 120 and b.std() > 1
+  # Stopped before covering: the holes take the mean colour, not black.
+  c = synthetic_iqa.dead_leaves(rng(3), 64, 64, [grey], max_leaves=3,
+                                max_radius=4, supersample=1)
+  assert c.min() >= 60
+  with pytest.raises(ValueError, match="min_radius"):
+    synthetic_iqa.dead_leaves(rng(0), 8, 8, min_radius=9, max_radius=4)
+
+
+def test_fixed_evaluation_contents(tmp_path):
+  common = dict(max_side=32, contents=("astronaut", "coffee", "chelsea",
+                                       "camera", "coins"),
+                distortion_names=("gaussian_blur",))
+  got = _build(synthetic_iqa.SyntheticConfig(
+      name="fixed", validation_contents=("coins",),
+      test_contents=("astronaut", "camera"), **common), str(tmp_path))
+  refs = {s: {e["reference"].decode() for e in got[s]} for s in got}
+  assert refs == {"train": {"coffee", "chelsea"}, "validation": {"coins"},
+                  "test": {"astronaut", "camera"}}
+  for bad, match in (
+      (dict(validation_contents=("coins",)), "both be given"),
+      (dict(validation_contents=("coins",), test_contents=("coins",)),
+       "disjoint"),
+      (dict(validation_contents=("clock",), test_contents=("camera",)),
+       "not in contents")):
+    with pytest.raises(ValueError, match=match):
+      _build(synthetic_iqa.SyntheticConfig(name="bad", **bad, **common),
+             str(tmp_path / "bad"))
+
+
+def test_demo_leaves_out_the_motion_blurred_clock():
+  demo = synthetic_iqa.SyntheticIqa.builder_configs["demo"]
+  assert "clock" not in demo.contents + demo.extra_train_contents
+  # scikit-image documents the photo as blurred: not a pristine reference.
+  assert "blur" in skimage.data.clock.__doc__.lower()
+  assert demo.test_contents == ("astronaut", "camera", "chelsea")
