@@ -2,10 +2,10 @@
 
     python -m musiq_jax.main --config=configs/synthetic.py --workdir=DIR
 
-Builds `synthetic_iqa/demo` from scikit-image's photos on first use (~50 s;
-6 local distortion types, see docs/datasets.md), trains the `small` MUSIQ
-(1.7M params) for 400 steps (~8 minutes on 2 CPU cores), and evaluates on
-held-out contents. `--config=configs/synthetic.py:tiny` is the test-sized
+Builds `synthetic_iqa/demo` from scikit-image's photos on first use (~90 s;
+6 local distortion types, generated dead-leaves contents, see
+docs/datasets.md), trains the `small` MUSIQ (1.7M params) for 500 steps, and
+evaluates on held-out contents (~11 minutes on 2 CPU cores in all). `--config=configs/synthetic.py:tiny` is the test-sized
 variant; `:levels` (or `:levels_tiny`) uses the Q-Align rating-level head;
 `:six_types` (`:six_types_levels`) is the setting of the baselines table
 (synthetic_iqa/small, all 6 distortion types). Not the paper's recipe (the paper fine-tunes ImageNet-pretrained
@@ -21,7 +21,8 @@ from musiq_jax.configs import models
 def get_config(arg=None):
   c = base.get_config()
   # Photos downscaled to a 256 longer side; only distortions MUSIQ's patch
-  # ResNet can see (no global contrast / colour shifts); 930 training images.
+  # ResNet can see (no global contrast / colour shifts); 1767 training
+  # images (9 photos in 3 views, 30 dead-leaves images).
   c.dataset = "synthetic_iqa/demo"
   c.mos_range = (1.0, 5.0)
   c.model_size = "small"
@@ -35,7 +36,8 @@ def get_config(arg=None):
   c.pp.max_seq_len_from_original_res = 64
   c.eval_max_seq_len_from_original_res = 64
   # Batch 8: on 2 CPU cores a step costs ~1 s, so more, smaller steps fit
-  # the 15-minute budget better than 16. Adam at 3e-4 after 50 warmup steps:
+  # the 15-minute budget better than 16. 500 steps: 400 reached test SRCC
+  # 0.62, 500 0.74 (best by validation). Adam at 3e-4 after 50 warmup steps:
   # at 2e-3 (and 5e-4) the loss over 50-step windows stayed at the label
   # variance (~1.2) for 200+ steps on synthetic_iqa/demo; at 3e-4 it fell
   # steadily (1.29, 1.12, 0.94, 0.80 at steps 50-200, 0.40 at 400).
@@ -43,11 +45,22 @@ def get_config(arg=None):
   c.input.eval_batch_size = 32
   c.input.batching = "bucketed"  # ~95% real tokens instead of ~85%.
   c.input.cache = True
+  # GroupNorm with 4 groups of 8 channels in the patch ResNet (the original
+  # has 32 groups of 2 at width 64): at width 32, 32 groups normalise every
+  # channel of every patch on its own and erase the energy ratios between
+  # filters that tell blur and noise apart. On the demo data of the time
+  # (the clock photo still in validation) 3 runs with 4 or 8 groups reached
+  # test SRCC 0.64-0.76 (last step), 3 with 32 or 1 group 0.47-0.53.
+  c.model.resnet_num_groups = 4
+  # MSE + (1 - PLCC) over the batch: with MSE alone the model sat at a
+  # constant prediction (loss = label variance) for 100+ steps; the
+  # correlation term is scale-free and pulls it out of that at once.
+  c.loss.plcc_weight = 1.0
   c.optimizer.name = "adam"
   c.optimizer.learning_rate = 3e-4
   c.optimizer.warmup_steps = 50
   c.optimizer.grad_clip_norm = 1.0
-  c.num_train_steps = 400
+  c.num_train_steps = 500
   c.log_every_steps = 50
   c.eval_every_steps = 100
   c.checkpoint_every_steps = 100
@@ -57,6 +70,9 @@ def get_config(arg=None):
     c.dataset = "synthetic_iqa/small"
     c.optimizer.learning_rate = 2e-3
     c.optimizer.warmup_steps = 20
+    c.model.resnet_num_groups = 32
+    c.loss.plcc_weight = 0.0
+    c.num_train_steps = 400
   if arg and "levels" in arg:
     # Q-Align-style head: 5 rating levels over the 1..5 MOS range, trained
     # with cross-entropy, scored by the expectation of the level values.
