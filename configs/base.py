@@ -81,6 +81,11 @@ def get_config(arg=None):
       schedule="cosine",  # "cosine" or "constant" after warmup.
       accum_steps=1,  # Gradient accumulation: effective batch x accum_steps.
   ))
+  # > 0: keep an exponential moving average of the weights (Polyak
+  # averaging; decay per optimizer step, warmed up as min(decay,
+  # (1 + t) / (10 + t))) and validate, select and export it instead of the
+  # raw weights. 0 keeps no average.
+  c.ema_decay = 0.0
   c.num_train_steps = 1000
   c.log_every_steps = 20
   c.eval_every_steps = 200

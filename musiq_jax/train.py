@@ -6,6 +6,9 @@ One generic loop (big_vision / flax-examples style):
   explicit in/out shardings and donates the state;
 * optax SGD/Adam(W) with warmup + cosine decay, global-norm clipping and
   gradient accumulation (`optax.MultiSteps`);
+* optionally an exponential moving average of the weights
+  (`config.ema_decay`), carried in the state and checkpointed, which is what
+  validation, best-checkpoint selection and export then use;
 * orbax checkpoints (state + step + best-so-far); on start: resume if the
   workdir has a checkpoint, else the configured pretrained `.npz`, else from
   scratch. The input stream is deterministic given the seed, so a resumed
@@ -56,6 +59,12 @@ class TrainState:
   step: jnp.ndarray
   params: Any
   opt_state: Any
+  # Exponential moving average of `params` (None unless config.ema_decay).
+  ema_params: Any = None
+
+  def eval_params(self):
+    """The weights to evaluate and export: the average when there is one."""
+    return self.params if self.ema_params is None else self.ema_params
 
 
 # ----------------------------------------------------------------------------
@@ -178,7 +187,19 @@ def example_batch(cfg: preprocessing.PreprocessConfig, batch: int = 1):
 # ----------------------------------------------------------------------------
 # Steps.
 # ----------------------------------------------------------------------------
-def train_step(state: TrainState, batch, rng, *, model, tx, loss_fn):
+def ema_decay_at(step, decay: float):
+  """The averaging weight of the old average at `step` (0-based).
+
+  Warmed up as min(decay, (1 + t) / (10 + t)) so the first steps' random
+  weights fade out quickly (the schedule of TensorFlow's
+  ExponentialMovingAverage with num_updates).
+  """
+  t = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
+def train_step(state: TrainState, batch, rng, *, model, tx, loss_fn,
+               ema_decay: float = 0.0):
   """One optimizer step; pure, jitted with shardings, donates `state`."""
   rng = jax.random.fold_in(rng, state.step)
 
@@ -192,6 +213,10 @@ def train_step(state: TrainState, batch, rng, *, model, tx, loss_fn):
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params,
                             opt_state=opt_state)
+  if ema_decay:
+    d = ema_decay_at(state.step, ema_decay)
+    new_state = new_state.replace(ema_params=jax.tree.map(
+        lambda e, p: d * e + (1.0 - d) * p, state.ema_params, params))
   return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
 
@@ -214,10 +239,18 @@ class Trainer:
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     self.replicated = NamedSharding(self.mesh, P())
 
+    # The average is updated every micro-step when accumulating gradients:
+    # the per-call decay keeps the configured one per optimizer step.
+    self.ema_decay = float(config.get("ema_decay", 0.0) or 0.0)
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
+    step_decay = self.ema_decay ** (1.0 / config.optimizer.accum_steps)
+
     def init(rng):
       params = self.model.init(rng, example_batch(self.train_pp))["params"]
       return TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                        opt_state=self.tx.init(params))
+                        opt_state=self.tx.init(params),
+                        ema_params=self.ema_copy(params))
 
     self._init = init
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
@@ -227,12 +260,13 @@ class Trainer:
     # shard them like their params; counters stay replicated.
     opt_shard = param_shardings(abstract.opt_state, self.mesh,
                                 config.sharding_rules)
-    self.state_sharding = TrainState(step=self.replicated, params=p_shard,
-                                     opt_state=opt_shard)
+    self.state_sharding = TrainState(
+        step=self.replicated, params=p_shard, opt_state=opt_shard,
+        ema_params=p_shard if self.ema_decay else None)
     self.abstract_state = abstract
     self.train_step = jax.jit(
         functools.partial(train_step, model=self.model, tx=self.tx,
-                          loss_fn=self.loss_fn),
+                          loss_fn=self.loss_fn, ema_decay=step_decay),
         in_shardings=(self.state_sharding, self.batch_sharding,
                       self.replicated),
         out_shardings=(self.state_sharding, self.replicated),
@@ -241,6 +275,12 @@ class Trainer:
         functools.partial(eval_step, model=self.model, score_fn=self.score_fn),
         in_shardings=(p_shard, self.batch_sharding),
         out_shardings=self.replicated)
+
+  def ema_copy(self, params):
+    """A separate copy of `params` to start the average from (or None)."""
+    if not self.ema_decay:
+      return None
+    return jax.tree.map(lambda p: p + jnp.zeros_like(p), params)
 
   def init_state(self, rng) -> TrainState:
     return jax.jit(self._init, out_shardings=self.state_sharding)(rng)
@@ -383,7 +423,9 @@ def _restore_or_init(trainer: Trainer, manager, config, rng):
     params = trainer.place_params(params)
     state = state.replace(params=params, opt_state=jax.jit(
         trainer.tx.init, out_shardings=trainer.state_sharding.opt_state)(
-            params))
+            params), ema_params=jax.jit(
+                trainer.ema_copy,
+                out_shardings=trainer.state_sharding.ema_params)(params))
     how = f"initialised from {config.init.pretrained_npz}"
   return state, {"best_srcc": -math.inf, "best_step": -1}, how
 
@@ -458,13 +500,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                       trainer.schedule(step // accum))})
     if step % config.eval_every_steps == 0 or step == total:
       with report.timed("eval"):
-        val = trainer.evaluate(state.params,
+        val = trainer.evaluate(state.eval_params(),
                                _dataset(config, config.val_split, False,
                                         trainer))
       writer.write_scalars(step, {f"val_{k}": v for k, v in val.items()})
       if val["srcc"] > meta["best_srcc"]:
         meta = {"best_srcc": val["srcc"], "best_step": step}
-        export_best(trainer, state.params, workdir, meta)
+        export_best(trainer, state.eval_params(), workdir, meta)
     if step % config.checkpoint_every_steps == 0 or step == total:
       manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
@@ -482,7 +524,7 @@ def _best_params(trainer: Trainer, workdir: str, fallback):
 
 
 def _final_evaluation(trainer, config, workdir, writer, state, meta):
-  params = _best_params(trainer, workdir, state.params)
+  params = _best_params(trainer, workdir, state.eval_params())
   results = evaluate_splits(trainer, params, config.eval_splits, workdir)
   summary = {"step": int(jax.device_get(state.step)),
              "best_step": meta["best_step"], "splits": results,

@@ -17,6 +17,7 @@ def main():
   c = test_train.load_config(os.path.join(test_train.ROOT, "configs",
                                           "synthetic.py"), "tiny")
   c.optimizer.name = "adam"
+  c.ema_decay = 0.9  # The average is sharded like the params.
   rng = np.random.default_rng(0)
   trainer1 = train.Trainer(c, devices=jax.devices()[:1])
   b = train.example_batch(trainer1.train_pp, 8)
@@ -47,9 +48,14 @@ def main():
       assert any(getattr(x, "sharding", None) is not None and
                  x.sharding.spec == jax.sharding.PartitionSpec(None, "model")
                  for x in mu)
+      ema = new_state.ema_params["Transformer"]["encoderblock_0"][
+          "MlpBlock_3"]["Dense_0"]["kernel"]
+      assert ema.sharding.spec == kernel.sharding.spec, ema.sharding
       embed = new_state.params["embedding"]["kernel"]
       assert embed.sharding.spec == jax.sharding.PartitionSpec()
-    results[shape] = (jax.device_get(new_state.params), float(out["loss"]))
+    results[shape] = (jax.device_get((new_state.params,
+                                      new_state.ema_params)),
+                      float(out["loss"]))
   ref_params, ref_loss = results[(1, 1)]
   for shape in ((8, 1), (4, 2)):
     params, loss = results[shape]

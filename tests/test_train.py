@@ -86,6 +86,63 @@ def test_resume_equals_uninterrupted_run(data_dir, tmp_path):
     assert json.load(f1) == json.load(f2)
 
 
+def test_ema_decay_warms_up_to_the_configured_decay():
+  d = [float(train.ema_decay_at(t, 0.99)) for t in (0, 1, 8, 10_000)]
+  np.testing.assert_allclose(d[:3], [1 / 10, 2 / 11, 9 / 18], rtol=1e-6)
+  assert d[3] == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_ema_params_average_the_optimizer_steps(accum):
+  c = _tiny("unused", ema_decay=0.6)
+  c.optimizer.name = "adam"
+  c.optimizer.accum_steps = accum
+  trainer = train.Trainer(c, devices=jax.devices()[:1])
+  state = trainer.init_state(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  batch = trainer.device_batch({
+      "patches": rng.uniform(-1, 1, (4, 24, 3072)).astype(np.float32),
+      "spatial": rng.integers(0, 100, (4, 24)).astype(np.int32),
+      "scale": rng.integers(0, 2, (4, 24)).astype(np.int32),
+      "mask": np.ones((4, 24), np.int32),
+      "label": rng.uniform(1, 5, 4).astype(np.float32),
+      "valid": np.ones(4, np.float32)})
+  expected = jax.device_get(state.params)
+  step_decay = 0.6 ** (1 / accum)
+  for t in range(6):
+    state, _ = trainer.train_step(state, batch, jax.random.PRNGKey(1))
+    d = min(step_decay, (1 + t) / (10 + t))
+    expected = jax.tree.map(lambda e, p, d=d: d * e + (1 - d) * p, expected,
+                            jax.device_get(state.params))
+  got = jax.device_get(state.ema_params)
+  for a, b, p in zip(jax.tree.leaves(got), jax.tree.leaves(expected),
+                     jax.tree.leaves(jax.device_get(state.params))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert any(not np.allclose(a, p) for a, p in zip(
+      jax.tree.leaves(got), jax.tree.leaves(jax.device_get(state.params))))
+  assert state.eval_params() is state.ema_params
+
+
+def test_ema_is_what_gets_exported_and_resumed(data_dir, tmp_path):
+  c = _tiny(data_dir, ema_decay=0.9, eval_every_steps=6)
+  workdir = str(tmp_path / "ema")
+  results = train.train_and_evaluate(c, workdir)
+  assert results["best_step"] == 6
+  trainer = train.Trainer(c)
+  manager = train.ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), "checkpoints"))
+  state, _, how = train._restore_or_init(  # pylint: disable=protected-access
+      trainer, manager, c, jax.random.PRNGKey(0))
+  assert how == "resumed at 6"
+  best = checkpoint.read_params(os.path.join(workdir, "best.npz"))
+  ema = checkpoint.flatten(jax.device_get(state.ema_params))
+  raw = checkpoint.flatten(jax.device_get(state.params))
+  assert set(best) == set(ema)
+  for k in best:
+    np.testing.assert_array_equal(best[k], ema[k])
+  assert any(not np.array_equal(best[k], raw[k]) for k in best)
+
+
 @pytest.mark.parametrize("log_every,where", [
     (1, r"at step \d+"), (3, r"between steps 1 and 3")])
 def test_nan_loss_stops_with_the_step(data_dir, tmp_path, log_every, where):
