@@ -57,6 +57,8 @@ def random_checkpoint(path: str, seed: int = 0) -> Dict[str, np.ndarray]:
   """Default 3-scale MUSIQ, random weights, original `.npz` layout."""
   shapes = musiq_fixtures.original_musiq_shapes()
   if not os.path.exists(path):
+    # A fresh machine has no cache folder yet.
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     musiq_fixtures.write_original_npz(path, shapes, seed)
   return musiq_fixtures.random_params(shapes, seed)
 
