@@ -6,8 +6,9 @@ preprocessed tokens. Prints tables:
 
 1. per photo size at batch 1: tokens, preprocessing time, our first call
    (compile + run) and steady-state time, pyiqa's steady-state time (the
-   two timed in turn), the speed ratio, and the score difference (pyiqa with the original's tanh
-   GELU: float tolerance; pyiqa as shipped uses the exact erf GELU);
+   two timed in turn), the speed ratio, and the score difference (pyiqa
+   with the original's tanh GELU: float tolerance; pyiqa as shipped uses
+   the exact erf GELU);
 2. batched: 4 photos per forward pass, both models;
 3. a stream of mixed-size photos through `Scorer.score` (decode-free uint8
    arrays, preprocessing included): images/s and compilations after warm-up;
