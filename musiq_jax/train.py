@@ -217,7 +217,14 @@ def train_step(state: TrainState, batch, rng, *, model, tx, loss_fn,
     d = ema_decay_at(state.step, ema_decay)
     new_state = new_state.replace(ema_params=jax.tree.map(
         lambda e, p: d * e + (1.0 - d) * p, state.ema_params, params))
-  return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+  return new_state, {"loss": loss, "grad_norm": _global_norm(grads)}
+
+
+def _global_norm(tree) -> jax.Array:
+  """L2 norm of all leaves together (optax's helpers for this are renamed
+  across the versions setup.py admits, and the old names warn)."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                      for x in jax.tree.leaves(tree)))
 
 
 def eval_step(params, batch, *, model, score_fn):

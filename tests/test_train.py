@@ -86,6 +86,16 @@ def test_resume_equals_uninterrupted_run(data_dir, tmp_path):
     assert json.load(f1) == json.load(f2)
 
 
+def test_grad_norm_metric_is_the_l2_norm_of_all_leaves():
+  rng = np.random.default_rng(0)
+  tree = {"a": rng.normal(size=(3, 4)).astype(np.float32),
+          "b": [rng.normal(size=5).astype(np.float32),
+                np.array(2.5, np.float32)]}
+  want = np.linalg.norm(np.concatenate(
+      [np.ravel(x) for x in jax.tree.leaves(tree)]).astype(np.float64))
+  np.testing.assert_allclose(float(train._global_norm(tree)), want, rtol=1e-6)
+
+
 def test_ema_decay_warms_up_to_the_configured_decay():
   d = [float(train.ema_decay_at(t, 0.99)) for t in (0, 1, 8, 10_000)]
   np.testing.assert_allclose(d[:3], [1 / 10, 2 / 11, 9 / 18], rtol=1e-6)
