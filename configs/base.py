@@ -52,6 +52,10 @@ def get_config(arg=None):
       # Training augmentation: random crops of at least this fraction of
       # the height and of the width (1.0 = off; the paper only flips).
       crop_min_fraction=1.0,
+      # Training augmentation: a random order of the R, G, B channels per
+      # image, so colour cannot stand in for quality (see
+      # input_pipeline.get_dataset; off in the paper).
+      channel_shuffle=False,
   ))
 
   c.model_name = "musiq"

@@ -63,6 +63,10 @@ def get_config(arg=None):
   # 0.87 for seeds 0 / 1) and test SRCC fell (0.70 / 0.54, vs 0.74 / 0.66
   # without): the 2 validation contents do not predict the 3 test ones.
   c.ema_decay = 0.0
+  # Channels stay in order: a random channel order per image (exactly
+  # label-preserving here) made models colour-blind but test SRCC 0.72 / 0.63
+  # (seeds 0 / 1) is within the seed spread of the plain demo's 0.71 / 0.66.
+  c.input.channel_shuffle = False
   c.optimizer.name = "adam"
   c.optimizer.learning_rate = 3e-4
   c.optimizer.warmup_steps = 50

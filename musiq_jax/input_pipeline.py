@@ -4,7 +4,8 @@ Order (flax imagenet / big_vision style): read this process's shard -> [cache]
 -> [train: shuffle, repeat] -> number every example of the stream -> group into
 batches of *light* records (encoded bytes + labels, no pixels yet) -> [skip
 batches] -> decode (`image_io.tf_decode`), [train: random crop (when
-`crop_min_fraction` < 1), random horizontal flip],
+`crop_min_fraction` < 1), random horizontal flip, (when `channel_shuffle`)
+random order of the R, G, B channels],
 multi-scale tokens (`preprocessing.preprocess_image`), pad/cut to the batch's
 length -> batch -> prefetch.
 
@@ -239,6 +240,7 @@ def make_dataset(builder_name: str, split: str, *, data_dir=None,
                  label_key: str = "mos", cache: bool = False,
                  prefetch: int = 2, length_sample_size: int = 4096,
                  crop_min_fraction: float = 1.0,
+                 channel_shuffle: bool = False,
                  num_parallel_calls: int = tf.data.AUTOTUNE
                  ) -> tf.data.Dataset:
   """The batched `tf.data.Dataset` (see `get_dataset` for the arguments)."""
@@ -331,6 +333,11 @@ def make_dataset(builder_name: str, split: str, *, data_dir=None,
         image = tf.image.stateless_random_crop(
             image, tf.concat([crop, [3]], 0), seed=flip_seed + [0, 2 << 40])
       image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+      if channel_shuffle:
+        # A uniformly random permutation: the ranks of 3 uniform draws.
+        order = tf.argsort(tf.random.stateless_uniform(
+            [3], seed=flip_seed + [0, 3 << 40]))
+        image = tf.gather(image, order, axis=-1)
     feats = preprocessing.preprocess_image(image, pp_config)
     feats = _pad_to(feats, e["target_len"])
     feats["mask"] = feats["mask"] * tf.cast(e["valid"] > 0, tf.int32)
@@ -375,6 +382,13 @@ def get_dataset(builder_name: str, split: str, **kwargs) -> Iterable[
         cropped to a height and a width fraction drawn from
         [crop_min_fraction, 1] before the multi-scale tokens (augmentation
         for small datasets; 1 = off, the paper's setting).
+      channel_shuffle: training only: put each image's R, G, B channels in a
+        random order (one of the 6 permutations, uniformly), so a model
+        cannot use colour as a cue for quality. It keeps the synthetic_iqa
+        label exactly (its SSIM is the mean over channels and its PSNR pools
+        them, so permuting the reference and the distorted image alike
+        changes neither), but colour is part of quality for real photos:
+        off by default, and off in the paper.
 
   Returns:
     An iterable of dicts of numpy arrays (see the module docstring).

@@ -364,7 +364,8 @@ def _dataset(config, split: str, train: bool, trainer: Trainer,
       process_index=jax.process_index(), process_count=jax.process_count(),
       skip_batches=skip_batches, label_key=config.label_key,
       cache=config.input.cache,
-      crop_min_fraction=config.input.crop_min_fraction)
+      crop_min_fraction=config.input.crop_min_fraction,
+      channel_shuffle=config.input.get("channel_shuffle", False))
 
 
 def ensure_dataset(config) -> None:

@@ -99,6 +99,39 @@ def test_random_crops_shrink_images_deterministically(data_dir):
     ip.make_dataset(NAME, "train", crop_min_fraction=0.0, **kw)
 
 
+def test_channel_shuffle_permutes_colours_and_keeps_labels(data_dir):
+  kw = dict(data_dir=data_dir, pp_config=CFG, batch_size=93, repeat=1,
+            train=True, seed=3, shuffle_buffer=1)
+  plain = next(iter(ip.get_dataset(NAME, "train", **kw)))
+  mixed = next(iter(ip.get_dataset(NAME, "train", channel_shuffle=True, **kw)))
+  again = next(iter(ip.get_dataset(NAME, "train", channel_shuffle=True, **kw)))
+  np.testing.assert_array_equal(mixed["patches"], again["patches"])
+  np.testing.assert_array_equal(mixed["label"], plain["label"])
+  np.testing.assert_array_equal(mixed["mask"], plain["mask"])
+  perms = [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
+  used = collections.Counter()
+  for p, m in zip(plain["patches"], mixed["patches"]):
+    p, m = p.reshape(p.shape[0], -1, 3), m.reshape(m.shape[0], -1, 3)
+    matches = [o for o in perms if np.array_equal(p[..., list(o)], m)]
+    assert matches, "not a permutation of the channels of the same image"
+    if len(matches) == 1:  # Colour images: the permutation is determined.
+      used[matches[0]] += 1
+  assert len(used) >= 4 and used[(0, 1, 2)] < sum(used.values()) / 2
+
+
+def test_mos_proxy_is_symmetric_in_the_colour_channels():
+  # Why channel_shuffle keeps synthetic_iqa's labels exactly.
+  from musiq_jax.datasets import distortions, synthetic_iqa
+  rng = np.random.default_rng(0)
+  ref = synthetic_iqa.load_content("astronaut", 64)
+  for name in ("jpeg", "white_noise", "gaussian_blur"):
+    img = distortions.apply_distortion(ref, name, 3, rng)
+    want = synthetic_iqa.mos_proxy(ref, img)
+    for order in ([2, 1, 0], [1, 2, 0]):
+      got = synthetic_iqa.mos_proxy(ref[..., order], img[..., order])
+      np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_train_stream_resumes_with_skip(data_dir):
   kw = dict(data_dir=data_dir, pp_config=CFG, batch_size=4, train=True,
             seed=5, batching="bucketed", num_buckets=2, crop_min_fraction=0.7)
