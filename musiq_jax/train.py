@@ -365,7 +365,7 @@ def _dataset(config, split: str, train: bool, trainer: Trainer,
       skip_batches=skip_batches, label_key=config.label_key,
       cache=config.input.cache,
       crop_min_fraction=config.input.crop_min_fraction,
-      channel_shuffle=config.input.get("channel_shuffle", False))
+      channel_shuffle=config.input.channel_shuffle)
 
 
 def ensure_dataset(config) -> None:
