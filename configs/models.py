@@ -56,4 +56,8 @@ def get_model_config(name: str) -> ml_collections.ConfigDict:
   """The backbone hyperparameters of a registered size (a fresh copy)."""
   if name not in _SIZES:
     raise ValueError(f"Unknown model size {name!r}; known: {sorted(_SIZES)}.")
-  return ml_collections.ConfigDict(copy.deepcopy(_SIZES[name]))
+  cfg = ml_collections.ConfigDict(copy.deepcopy(_SIZES[name]))
+  # What each patch shows the ResNet: "rgb" as the original, "mscn" (its
+  # MSCN coefficients, musiq_jax.models.musiq.mscn) or "rgb_mscn" (both).
+  cfg.patch_input = "rgb"
+  return cfg

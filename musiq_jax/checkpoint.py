@@ -208,6 +208,13 @@ def infer_model_config(flat: Mapping[str, np.ndarray]) -> Dict[str, Any]:
       if cfg["use_scale_emb"] else 1)
   if "conv_root/kernel" in flat:
     cfg["resnet_width"] = int(flat["conv_root/kernel"].shape[-1])
+    # RGB (or "mscn": same shapes, the sidecar tells), or RGB + its MSCN
+    # coefficients (musiq.Model.patch_input).
+    in_channels = int(flat["conv_root/kernel"].shape[-2])
+    if in_channels not in (3, 6):
+      raise CheckpointError(f"patch ResNet root takes {in_channels} "
+                            "channels; expected 3 (RGB) or 6 (RGB + MSCN)")
+    cfg["patch_input"] = "rgb" if in_channels == 3 else "rgb_mscn"
     # Not visible in the shapes: the original's 32 unless a sidecar says.
     cfg["resnet_num_groups"] = 32
     units = {}
@@ -227,4 +234,9 @@ def infer_model_config(flat: Mapping[str, np.ndarray]) -> Dict[str, Any]:
     cfg["resnet_num_layers"] = depths[0]
   else:
     cfg["resnet_num_layers"] = None
+    # Raw pixels: the embedding takes P*P*3 (RGB) or P*P*6 (RGB + MSCN).
+    width = int(shape("embedding/kernel")[0])
+    is_square = lambda v: v > 0 and round(np.sqrt(v))**2 == v
+    cfg["patch_input"] = ("rgb_mscn" if width % 6 == 0 and
+                          is_square(width // 6) else "rgb")
   return cfg

@@ -122,4 +122,17 @@ def test_infer_model_config_from_shapes():
                        mlp_dim=1152, spatial_pos_grid_size=10,
                        use_scale_emb=True, representation_size=None,
                        resnet_width=64, resnet_num_layers=5,
-                       resnet_num_groups=32, **expect)
+                       resnet_num_groups=32, patch_input="rgb", **expect)
+
+
+def test_infer_patch_input_from_root_channels():
+  for patch_input in ("rgb", "rgb_mscn"):
+    flat = checkpoint.flatten(_init_tree(patch_input=patch_input))
+    assert checkpoint.infer_model_config(flat)["patch_input"] == patch_input
+    raw = checkpoint.flatten(_init_tree(patch_input=patch_input,
+                                        resnet_num_layers=None))
+    assert checkpoint.infer_model_config(raw)["patch_input"] == patch_input
+  flat = checkpoint.flatten(_init_tree())
+  flat["conv_root/kernel"] = np.zeros((7, 7, 4, 32), np.float32)
+  with pytest.raises(checkpoint.CheckpointError, match="4 channels"):
+    checkpoint.infer_model_config(flat)

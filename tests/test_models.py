@@ -210,3 +210,67 @@ def test_conv_same_equals_xla_convolution_and_its_gradients(shape, kernel,
   g_ref = jax.grad(loss(ref), argnums=(0, 1))(x, w)
   for a, b in zip(g_ours, g_ref):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _scipy_mscn(x, c):
+  """MSCN by scipy's separable Gaussian filter (zero outside the image)."""
+  import scipy.ndimage
+  blur = lambda a: scipy.ndimage.gaussian_filter(
+      a, (0, 7 / 6, 7 / 6, 0), truncate=3 / (7 / 6), mode="constant")
+  x = x.astype(np.float64)
+  mu = blur(x)
+  sd = np.sqrt(np.maximum(blur(x * x) - mu * mu, 0.0))
+  return (x - mu) / (sd + c)
+
+
+def test_mscn_matches_scipy_reference():
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  x[1] = np.cumsum(x[1], axis=0) / 8  # Smooth image: sigma near 0.
+  for c in (musiq.MSCN_C, 0.5):
+    np.testing.assert_allclose(np.asarray(musiq.mscn(x, c)),
+                               _scipy_mscn(x, c), rtol=2e-4, atol=2e-4)
+
+
+def test_mscn_interior_ignores_local_gain_and_offset():
+  # With c = 0, away from the zero-padded border (3 px), MSCN of a*x + b
+  # equals MSCN of x: brightness and contrast divide out.
+  rng = np.random.default_rng(1)
+  x = rng.uniform(-0.5, 0.5, (1, 32, 32, 3)).astype(np.float32)
+  a = np.asarray(musiq.mscn(x, 0.0))[:, 3:-3, 3:-3]
+  b = np.asarray(musiq.mscn(0.4 * x + 0.3, 0.0))[:, 3:-3, 3:-3]
+  np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-3)
+  # And it is not the identity: contrast changes the RGB channels.
+  assert np.abs(0.4 * x + 0.3 - x).max() > 0.3
+
+
+def _mscn_model_and_params(seed=0):
+  model = _model("tiny", patch_input="rgb_mscn")
+  params = jax.jit(model.init)(jax.random.PRNGKey(seed),
+                               _tokens(length=4))["params"]
+  # The head starts at zero; random weights everywhere make scores vary.
+  shapes = {k: v.shape for k, v in checkpoint.flatten(params).items()}
+  return model, checkpoint.unflatten(mf.random_params(shapes, seed))
+
+
+def test_rgb_mscn_patch_input():
+  model, params = _mscn_model_and_params()
+  assert params["conv_root"]["kernel"].shape[-2] == 6  # RGB + MSCN.
+  apply = jax.jit(model.apply)
+  x = _tokens(batch=1, length=12, seed=3)
+  base = apply({"params": params}, x)
+  # Padding tokens (mask 0, garbage pixels) do not change the score.
+  padded = {k: np.concatenate([v, np.zeros((1, 5) + v.shape[2:], v.dtype)],
+                              axis=1) for k, v in x.items()}
+  padded["patches"][:, 12:] = np.random.default_rng(4).uniform(
+      -1, 1, (1, 5, 3072))
+  np.testing.assert_allclose(apply({"params": params}, padded), base,
+                             rtol=1e-5, atol=1e-5)
+  # The MSCN channels matter: the same weights without them differ.
+  kernel = np.array(params["conv_root"]["kernel"])
+  kernel[:, :, 3:] = 0.0
+  rgb_only = dict(params, conv_root=dict(params["conv_root"], kernel=kernel))
+  assert not np.allclose(apply({"params": rgb_only}, x), base, atol=1e-4)
+  with pytest.raises(ValueError, match="patch_input"):
+    _model("tiny", patch_input="lab").init(jax.random.PRNGKey(0), x)
+

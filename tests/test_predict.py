@@ -159,3 +159,46 @@ def test_mixed_sizes_compile_few_programs(files):
   single = scorer_lib.load_scorer(ckpts["multiscale"], batch_size=1)
   np.testing.assert_allclose([r.score for r in single.score(images)], batched,
                              rtol=1e-5, atol=1e-5)
+
+
+def test_rgb_mscn_checkpoint_scores_without_a_sidecar(tmp_path):
+  # A best.npz of a patch_input="rgb_mscn" model (6-channel ResNet root)
+  # loads from its shapes alone and scores as the model it came from.
+  import jax
+  from musiq_jax import checkpoint
+  from musiq_jax.configs import models as model_sizes
+  from musiq_jax.models import musiq
+  cfg = model_sizes.get_model_config("tiny")
+  cfg.patch_input = "rgb_mscn"
+  model = musiq.Model(num_scales=3, **cfg)
+  x = {"patches": np.zeros((1, 2, 3072), np.float32),
+       "spatial": np.zeros((1, 2), np.int32),
+       "scale": np.zeros((1, 2), np.int32), "mask": np.ones((1, 2), np.int32)}
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
+  flat = mf.random_params({k: v.shape for k, v in
+                           checkpoint.flatten(shapes).items()}, seed=5)
+  path = str(tmp_path / "best.npz")
+  checkpoint.export_npz(checkpoint.unflatten(flat), path)
+  loaded = scorer_lib.load_scorer(path)
+  assert loaded.model.patch_input == "rgb_mscn"
+  direct = scorer_lib.Scorer(model, checkpoint.unflatten(flat),
+                             loaded.pp_config)
+  images = [mf.photo("chelsea")[:96, :128], mf.photo("coffee")[:64, :64]]
+  got = [r.score for r in loaded.score(images)]
+  np.testing.assert_allclose(got, [r.score for r in direct.score(images)],
+                             rtol=1e-5)
+  assert abs(got[0] - got[1]) > 1e-4
+
+
+def test_mscn_patch_input_comes_from_the_sidecar(tmp_path):
+  # "mscn" has RGB's shapes: the exported config beside best.npz says which.
+  from musiq_jax import checkpoint
+  path = str(tmp_path / "best.npz")
+  mf.write_original_npz(path, mf.original_musiq_shapes(**mf.TINY), seed=3)
+  image = mf.photo("rocket")[:64, :96]
+  rgb = scorer_lib.load_scorer(path)
+  assert rgb.model.patch_input == "rgb"
+  checkpoint.write_sidecar(path, {"model": {"patch_input": "mscn"}})
+  mscn = scorer_lib.load_scorer(path)
+  assert mscn.model.patch_input == "mscn"
+  assert abs(rgb.score([image])[0].score - mscn.score([image])[0].score) > 1e-4

@@ -1,6 +1,7 @@
 """MUSIQ: multi-scale image quality transformer (Ke et al., ICCV 2021).
 
-Tokens of all scales (from `musiq_jax.preprocessing`) -> per-patch ResNet ->
+Tokens of all scales (from `musiq_jax.preprocessing`) -> [optional MSCN
+channels] -> per-patch ResNet ->
 Dense `embedding` -> `Transformer` (HSE + scale embedding + CLS + encoder) ->
 CLS output -> optional `pre_logits` (Dense + tanh) -> zero-initialised `head`.
 The parameter tree mirrors the released `.npz` checkpoints under `opt/target`.
@@ -10,6 +11,7 @@ import functools
 from typing import Any, Mapping, Optional, Union
 
 import flax.linen as nn
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,6 +25,40 @@ def split_inputs(x: Union[Mapping[str, jnp.ndarray], jnp.ndarray]):
     return x["patches"], x["spatial"], x["scale"], x["mask"]
   return (x[..., :-3], x[..., -3].astype(jnp.int32),
           x[..., -2].astype(jnp.int32), x[..., -1].astype(jnp.int32))
+
+
+PATCH_INPUTS = ("rgb", "rgb_mscn", "mscn")
+# MSCN constant in [-1, 1] pixel units: 2 grey levels of 0..255.
+MSCN_C = 4.0 / 255.0
+
+
+def gaussian_window(sigma: float = 7.0 / 6.0, radius: int = 3) -> np.ndarray:
+  """The [2r+1, 2r+1] normalised Gaussian window of BRISQUE's MSCN."""
+  g = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma)**2)
+  w = np.outer(g, g)
+  return w / w.sum()
+
+
+def mscn(x: jnp.ndarray, c: float = MSCN_C) -> jnp.ndarray:
+  """Mean-subtracted contrast-normalised coefficients of [n, h, w, C] images.
+
+  (x - mu) / (sigma + c) per channel, with mu and sigma the local mean and
+  standard deviation under a 7x7 Gaussian window (sigma 7/6), as BRISQUE
+  (Mittal et al. 2012, after Ruderman 1994). Outside the image counts as 0:
+  the window is a zero-padded ("SAME") convolution, each image (here: each
+  32x32 patch) on its own. Local luminance and contrast divide out, so what
+  is left is local structure: edges, texture, noise, blocking, ringing.
+  """
+  channels = x.shape[-1]
+  w = gaussian_window().astype(np.float32)
+  kernel = jnp.asarray(np.tile(w[:, :, None, None], (1, 1, 1, channels)),
+                       x.dtype)
+  conv = lambda a: lax.conv_general_dilated(
+      a, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=channels)
+  mu = conv(x)
+  sd = jnp.sqrt(jnp.maximum(conv(x * x) - mu * mu, 0.0))
+  return (x - mu) / (sd + c)
 
 
 class Model(nn.Module):
@@ -40,6 +76,13 @@ class Model(nn.Module):
       unit); None embeds raw pixels with the Dense layer alone.
     resnet_width: channels of the ResNet root (the original uses 64).
     resnet_num_groups: groups of the ResNet's GroupNorms (the original: 32).
+    patch_input: what each patch shows the ResNet: "rgb" (the original),
+      "mscn", the MSCN coefficients of R, G, B (`mscn`), or "rgb_mscn",
+      both (6 channels). MSCN divides out local brightness and contrast,
+      the part of a patch that is content rather than distortion; the
+      from-scratch demo model generalises better to unseen photos with it
+      (configs/synthetic.py). "mscn" has RGB's parameter shapes, so only
+      the sidecar config tells a checkpoint's patch_input apart.
     representation_size: width of `pre_logits` (None = identity).
     use_scale_emb: add the scale embedding.
     dropout_rate, attention_dropout_rate, stochastic_layer_drop_rate:
@@ -70,6 +113,7 @@ class Model(nn.Module):
   resnet_num_layers: Optional[int] = 5
   resnet_width: int = 64
   resnet_num_groups: int = 32
+  patch_input: str = "rgb"
   representation_size: Optional[int] = None
   use_scale_emb: bool = True
   dropout_rate: float = 0.0
@@ -105,12 +149,21 @@ class Model(nn.Module):
     """[n, L, P*P*3] patches -> [n, L, D] tokens (called inside __call__)."""
     n, l, channels = patches.shape
     x = patches.astype(self.dtype)
-    if self.resnet_num_layers is not None:
+    if self.patch_input not in PATCH_INPUTS:
+      raise ValueError(f"Unknown patch_input {self.patch_input!r}; choose "
+                       f"from {PATCH_INPUTS}.")
+    if self.resnet_num_layers is not None or self.patch_input != "rgb":
       patch_size = int(np.sqrt(channels // 3))
       if patch_size * patch_size * 3 != channels:
         raise ValueError(f"Token width {channels} is not P*P*3.")
       x = jnp.reshape(x, [n * l, patch_size, patch_size, 3])
-      x = jnp.reshape(self._patch_features(x, chunked=not train), [n, l, -1])
+      if self.patch_input == "rgb_mscn":
+        x = jnp.concatenate([x, mscn(x)], axis=-1)
+      elif self.patch_input == "mscn":
+        x = mscn(x)
+      if self.resnet_num_layers is not None:
+        x = self._patch_features(x, chunked=not train)
+      x = jnp.reshape(x, [n, l, -1])
     return nn.Dense(self.hidden_size, dtype=self.dtype, name="embedding")(x)
 
   @nn.compact
