@@ -273,4 +273,3 @@ def test_rgb_mscn_patch_input():
   assert not np.allclose(apply({"params": rgb_only}, x), base, atol=1e-4)
   with pytest.raises(ValueError, match="patch_input"):
     _model("tiny", patch_input="lab").init(jax.random.PRNGKey(0), x)
-
