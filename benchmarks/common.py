@@ -163,7 +163,7 @@ def pyiqa_musiq_class():
 
 
 def pyiqa_state_dict(flat: Dict[str, np.ndarray], num_heads: int = 6):
-  """Our '/'-keyed original-layout params -> pyiqa MUSIQ's state dict."""
+  """'/'-keyed params (original or linen layout) -> pyiqa MUSIQ's state dict."""
   import torch  # pylint: disable=g-import-not-at-top
   sd = {}
   t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))
@@ -172,8 +172,10 @@ def pyiqa_state_dict(flat: Dict[str, np.ndarray], num_heads: int = 6):
     sd[dst + ".weight"] = t(np.transpose(flat[src + "/kernel"], (3, 2, 0, 1)))
 
   def norm(dst, src):
-    sd[dst + ".weight"] = t(flat[src + "/scale"])
-    sd[dst + ".bias"] = t(flat[src + "/bias"])
+    # GroupNorm arrays are (1, 1, 1, C) in the original layout (flax.nn),
+    # (C,) in linen; torch wants (C,). LayerNorm arrays are (C,) already.
+    sd[dst + ".weight"] = t(flat[src + "/scale"].reshape(-1))
+    sd[dst + ".bias"] = t(flat[src + "/bias"].reshape(-1))
 
   def dense(dst, src):
     k = flat[src + "/kernel"]

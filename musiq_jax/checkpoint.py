@@ -5,8 +5,19 @@ are '/'-joined parameter paths under `opt/target/` (other keys, such as the
 optimizer state, are ignored). Loading is by name: the tree is rebuilt,
 merged against freshly initialised params, and every missing or unexpected
 key is an error that lists them, unless a `dont_load` pattern covers it (a new
-head, say). Shapes are adapted at load time, not in the model: a different
-hash-grid size is resampled bilinearly, with a logged message.
+head, say). Shapes are adapted at load time, not in the model, each with a
+logged message:
+
+* GroupNorm `scale`/`bias`: the original ran under `flax.nn`, whose GroupNorm
+  creates them with shape (1, 1, 1, C) for MUSIQ's 4-D patch tensors
+  (google/flax `flax/nn/normalization.py`); `flax.linen` (>= 0.3.6) uses
+  (C,) (google/flax issue #1721). Both load: the original layout, and the
+  (C,) files that earlier versions of this project exported.
+* a different hash-grid size is resampled bilinearly.
+
+`export_npz` writes the original layout back, key for key and shape for shape,
+so an exported file is one the original `run_predict_image.py` can read.
+The evidence for each layout fact is in docs/checkpoints.md.
 """
 
 from __future__ import annotations
@@ -20,12 +31,20 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 from absl import logging
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from musiq_jax.models import resnet
 
 PREFIX = "opt/target/"
 _POSEMB = "Transformer/posembed_input/pos_embedding"
+# GroupNorm parameters by module name (gn_root, gn_proj, gn1, gn2, gn3 in
+# musiq/model/resnet.py), the rule of vision_transformer's
+# `vit_jax/checkpoint.py:_fix_groupnorm`; a prefix (e.g. GlintIQA's "clfe/")
+# is allowed.
+_GROUPNORM = re.compile(r"(?:.*/)?gn(?:\d+|_root|_proj)/(?:scale|bias)")
+# flax.nn's GroupNorm shape for a 4-D [N, H, W, C] input: (1, 1, 1, C).
+_FLAX_NN_GN_LEAD = (1, 1, 1)
 
 
 class CheckpointError(ValueError):
@@ -61,8 +80,102 @@ def read_npz(path: str) -> Dict[str, np.ndarray]:
     raise CheckpointError(f"{path}: corrupt .npz archive ({e})") from None
 
 
+def is_groupnorm(key: str) -> bool:
+  """Whether a '/'-joined param path is a GroupNorm scale or bias."""
+  return _GROUPNORM.fullmatch(key) is not None
+
+
+def to_original_layout(flat: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+  """Flat params in the released files' layout: GroupNorm (C,) -> (1,1,1,C).
+
+  The inverse of `to_model_layout`; every other array is unchanged.
+  """
+  out = {}
+  for k, v in flat.items():
+    v = np.asarray(v)
+    if is_groupnorm(k) and v.ndim == 1:
+      v = v.reshape(_FLAX_NN_GN_LEAD + v.shape)
+    out[k] = v
+  return out
+
+
+def to_model_layout(flat: Mapping[str, Any], source: str = "checkpoint",
+                    log: bool = True) -> Dict[str, np.ndarray]:
+  """Flat params in the linen model's layout: GroupNorm (1,1,1,C) -> (C,).
+
+  GroupNorm arrays already of shape (C,) (files exported by earlier versions
+  of this project) are kept; any other shape is left for `merge_params` to
+  report as a mismatch.
+
+  Args:
+    flat: flat '/'-keyed arrays.
+    source: the file, for the log message.
+    log: log which GroupNorm layout was read.
+
+  Returns:
+    A new dict; arrays are not copied unless reshaped.
+  """
+  out, squeezed, kept = {}, 0, 0
+  for k, v in flat.items():
+    v = np.asarray(v)
+    if is_groupnorm(k):
+      if v.ndim == 4 and v.shape[:3] == _FLAX_NN_GN_LEAD:
+        v = v.reshape(v.shape[-1:])
+        squeezed += 1
+      elif v.ndim == 1:
+        kept += 1
+    out[k] = v
+  if log and (squeezed or kept):
+    if squeezed and not kept:
+      layout = "the original flax.nn layout (1, 1, 1, C)"
+    elif kept and not squeezed:
+      layout = "the (C,) layout of earlier musiq_jax exports"
+    else:
+      layout = f"mixed layouts ({squeezed} as (1, 1, 1, C), {kept} as (C,))"
+    logging.info("%s: %d GroupNorm scale/bias arrays in %s; loaded as (C,).",
+                 source, squeezed + kept, layout)
+  return out
+
+
+def check_dtypes(flat: Mapping[str, np.ndarray], source: str) -> None:
+  """Raises a CheckpointError for arrays that are not floating point.
+
+  float16/bfloat16/float32/float64 arrays load (cast to the model's dtype,
+  logged by `merge_params`). But NumPy has no bfloat16 of its own:
+  `np.savez` writes an ml_dtypes bfloat16 array as raw 2-byte records
+  (dtype '|V2'), which read back as bytes that do not say what they hold.
+  """
+  def floating(v):
+    return jnp.issubdtype(v.dtype, jnp.floating)
+
+  raw = sorted(k for k, v in flat.items()
+               if v.dtype.kind == "V" and not floating(v))
+  other = sorted(f"{k} ({v.dtype})" for k, v in flat.items()
+                 if v.dtype.kind != "V" and not floating(v))
+  lines = []
+  if raw:
+    lines.append(
+        f"{source}: {len(raw)} array(s) hold raw {flat[raw[0]].dtype.itemsize}"
+        f"-byte records (dtype {flat[raw[0]].dtype.str!r}), not numbers: "
+        f"{', '.join(raw[:5])}{', ...' if len(raw) > 5 else ''}. This is how "
+        "np.savez stores bfloat16 arrays; convert them before saving "
+        "(`v.astype(np.float32)`), or, if you know they are bfloat16, read "
+        "them with `v.view(ml_dtypes.bfloat16).astype(np.float32)` and "
+        "save the file again.")
+  if other:
+    lines.append(f"{source}: parameters must be floating point; found "
+                 + ", ".join(other[:5]) + (", ..." if len(other) > 5 else ""))
+  if lines:
+    raise CheckpointError("\n".join(lines))
+
+
 def read_params(path: str) -> Dict[str, np.ndarray]:
-  """Flat '/'-keyed params under `opt/target/` of an original-layout `.npz`."""
+  """Flat '/'-keyed params under `opt/target/` of an original-layout `.npz`.
+
+  Returned in the linen model's layout (`to_model_layout`): GroupNorm arrays
+  as (C,), whichever of the two layouts the file has. Other entries (the
+  optimizer state under `opt/state/`) are ignored.
+  """
   arrays = read_npz(path)
   params = {k[len(PREFIX):]: v for k, v in arrays.items()
             if k.startswith(PREFIX)}
@@ -70,7 +183,8 @@ def read_params(path: str) -> Dict[str, np.ndarray]:
     sample = ", ".join(sorted(arrays)[:5]) or "no arrays"
     raise CheckpointError(f"{path}: no parameters under '{PREFIX}' (found: "
                           f"{sample}); is this a MUSIQ checkpoint?")
-  return params
+  check_dtypes(params, path)
+  return to_model_layout(params, source=path)
 
 
 def _matches(key: str, patterns: Sequence[str]) -> bool:
@@ -107,11 +221,15 @@ def merge_params(loaded: Mapping[str, np.ndarray],
       mismatches that no `dont_load` pattern covers.
   """
   init_flat = flatten(init_params)
+  # Arrays straight from a file (not via `read_params`) may still have the
+  # original GroupNorm layout.
+  loaded = to_model_layout(loaded, source, log=False)
+  check_dtypes(loaded, source)
   missing = [k for k in init_flat
              if k not in loaded and not _matches(k, dont_load)]
   unexpected = [k for k in loaded
                 if k not in init_flat and not _matches(k, dont_load)]
-  merged, mismatched = {}, []
+  merged, mismatched, cast = {}, [], set()
   for k, init_v in init_flat.items():
     if k not in loaded or _matches(k, dont_load):
       merged[k] = init_v
@@ -125,7 +243,11 @@ def merge_params(loaded: Mapping[str, np.ndarray],
     if v.shape != init_v.shape:
       mismatched.append(f"{k}: checkpoint {v.shape} vs model {init_v.shape}")
       continue
+    if v.dtype != init_v.dtype:
+      cast.add(f"{v.dtype} -> {np.dtype(init_v.dtype)}")
     merged[k] = v.astype(init_v.dtype)
+  if cast:
+    logging.info("%s: parameters cast (%s).", source, ", ".join(sorted(cast)))
   if missing or unexpected or mismatched:
     lines = [f"{source}: parameters do not match the model."]
     if missing:
@@ -150,9 +272,10 @@ def load_params(path: str, init_params: Mapping[str, Any],
 
 
 def export_npz(params: Mapping[str, Any], path: str) -> None:
-  """Writes params in the original layout (`opt/target/...` keys)."""
-  flat = {PREFIX + k: np.asarray(jax.device_get(v))
-          for k, v in flatten(params).items()}
+  """Writes params in the original layout: `opt/target/...` keys, GroupNorm
+  scale/bias as (1, 1, 1, C), as the released checkpoints."""
+  flat = {PREFIX + k: v for k, v in to_original_layout(
+      {k: jax.device_get(v) for k, v in flatten(params).items()}).items()}
   tmp = path + ".tmp.npz"
   np.savez(tmp, **flat)
   os.replace(tmp, path)  # Never leave a half-written checkpoint behind.

@@ -1,6 +1,9 @@
 """Original-layout .npz import/export: round trip, errors naming keys and files."""
 
+import logging
+
 import jax
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -17,24 +20,102 @@ def _init_tree(**kw):
   x = {"patches": np.zeros((1, 2, 3072), np.float32),
        "spatial": np.zeros((1, 2), np.int32),
        "scale": np.zeros((1, 2), np.int32), "mask": np.ones((1, 2), np.int32)}
-  return jax.jit(model.init)(jax.random.PRNGKey(0), x)["params"]
+  # Shapes only (no compile): a constant stands in for init values.
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
+  return jax.tree.map(lambda s: np.full(s.shape, 0.25, s.dtype), shapes)
+
+
+def _raw_params(path):
+  with np.load(path, allow_pickle=False) as z:
+    return {k: z[k] for k in z.files if k.startswith("opt/target/")}
 
 
 def test_import_export_round_trip_is_bit_exact(tmp_path):
   src = tmp_path / "orig.npz"
   written = mf.write_original_npz(src, mf.original_musiq_shapes(**mf.TINY))
+  assert written["gn_root/scale"].shape == (1, 1, 1, 32)
   params = checkpoint.load_params(str(src), _init_tree())
-  for k, v in checkpoint.flatten(params).items():
-    np.testing.assert_array_equal(v, written[k])
+  linen = mf.linen_layout(written)
+  flat = checkpoint.flatten(params)
+  assert flat.keys() == linen.keys()
+  for k, v in flat.items():
+    np.testing.assert_array_equal(v, linen[k])
   out = tmp_path / "export.npz"
   checkpoint.export_npz(params, str(out))
-  with np.load(out, allow_pickle=False) as a, np.load(src) as b:
-    exported = dict(a)
-    original = {k: b[k] for k in b.files if k.startswith("opt/target/")}
+  exported, original = _raw_params(out), _raw_params(src)
   assert exported.keys() == original.keys()
   for k in original:
-    assert exported[k].dtype == original[k].dtype
+    assert exported[k].shape == original[k].shape, k
+    assert exported[k].dtype == original[k].dtype, k
     np.testing.assert_array_equal(exported[k], original[k])
+  # The optimizer state beside opt/target is not a parameter.
+  with np.load(src) as z:
+    assert "opt/state/step" in z.files
+  assert not any(k.startswith("opt/state") for k in np.load(out).files)
+
+
+def test_both_groupnorm_layouts_load_and_say_which(tmp_path, caplog):
+  written = mf.random_params(mf.original_musiq_shapes(**mf.TINY), seed=1)
+  legacy = mf.linen_layout(written)  # (C,): our exports before the fix.
+  assert legacy["block1/unit1/gn3/bias"].shape == (128,)
+  paths = {}
+  for name, flat in (("original", written), ("legacy", legacy)):
+    paths[name] = str(tmp_path / f"{name}.npz")
+    np.savez(paths[name], **{"opt/target/" + k: v for k, v in flat.items()})
+  caplog.set_level(logging.INFO)
+  loaded = {n: checkpoint.flatten(checkpoint.load_params(p, _init_tree()))
+            for n, p in paths.items()}
+  for k in legacy:
+    np.testing.assert_array_equal(loaded["original"][k], legacy[k])
+    np.testing.assert_array_equal(loaded["legacy"][k], legacy[k])
+  text = caplog.text
+  assert f"{paths['original']}: 10 GroupNorm" in text and "(1, 1, 1, C)" in text
+  assert f"{paths['legacy']}: 10 GroupNorm" in text
+  assert "earlier musiq_jax exports" in text
+  # Either way, export writes the original layout.
+  out = str(tmp_path / "out.npz")
+  checkpoint.export_npz(checkpoint.unflatten(loaded["legacy"]), out)
+  assert _raw_params(out)["opt/target/gn_root/scale"].shape == (1, 1, 1, 32)
+
+
+def test_other_groupnorm_shapes_are_still_errors(tmp_path):
+  flat = mf.random_params(mf.original_musiq_shapes(**mf.TINY))
+  flat["block1/unit1/gn1/scale"] = np.ones((1, 1, 32), np.float32)
+  flat["gn_root/bias"] = np.ones((1, 1, 1, 16), np.float32)
+  path = tmp_path / "bad_gn.npz"
+  np.savez(path, **{"opt/target/" + k: v for k, v in flat.items()})
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    checkpoint.load_params(str(path), _init_tree())
+  msg = str(e.value)
+  assert "block1/unit1/gn1/scale: checkpoint (1, 1, 32)" in msg
+  assert "gn_root/bias: checkpoint (16,) vs model (32,)" in msg
+
+
+def test_stored_dtypes(tmp_path, caplog):
+  flat = mf.random_params(mf.original_musiq_shapes(**mf.TINY))
+  half = tmp_path / "half.npz"
+  np.savez(half, **{"opt/target/" + k: v.astype(np.float16)
+                    for k, v in flat.items()})
+  caplog.set_level(logging.INFO)
+  params = checkpoint.flatten(checkpoint.load_params(str(half), _init_tree()))
+  assert params["embedding/kernel"].dtype == np.float32
+  np.testing.assert_array_equal(
+      params["embedding/kernel"],
+      flat["embedding/kernel"].astype(np.float16).astype(np.float32))
+  assert "float16 -> float32" in caplog.text
+  # np.savez writes bfloat16 as raw 2-byte records: a clear error.
+  bf16 = tmp_path / "bf16.npz"
+  np.savez(bf16, **{"opt/target/" + k: v.astype(ml_dtypes.bfloat16)
+                    for k, v in flat.items()})
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    checkpoint.read_params(str(bf16))
+  assert str(bf16) in str(e.value) and "bfloat16" in str(e.value)
+  assert "'|V2'" in str(e.value)
+  ints = tmp_path / "ints.npz"
+  np.savez(ints, **{"opt/target/" + k: np.zeros(v.shape, np.int32)
+                    for k, v in flat.items()})
+  with pytest.raises(checkpoint.CheckpointError, match="floating point"):
+    checkpoint.read_params(str(ints))
 
 
 def test_renamed_and_missing_keys_are_listed(tmp_path):

@@ -54,8 +54,9 @@ def _model(size, **kw):
 
 
 def _params_from_original(shapes, seed=0):
+  """(original-layout flat params, the linen tree built from them)."""
   flat = mf.random_params(shapes, seed)
-  return flat, checkpoint.unflatten(flat)
+  return flat, checkpoint.unflatten(mf.linen_layout(flat))
 
 
 @pytest.mark.parametrize("size", sorted(EXPECTED_PARAMS))
@@ -72,7 +73,15 @@ def test_param_tree_matches_original_names_and_shapes():
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                              _tokens()))["params"]
   ours = {k: tuple(v.shape) for k, v in checkpoint.flatten(shapes).items()}
-  assert ours == mf.original_musiq_shapes()
+  original = mf.original_musiq_shapes()
+  assert len(original) == mf.NUM_RELEASED_KEYS
+  # Same names; shapes equal up to the GroupNorm layout, which the loader
+  # adapts (linen (C,), flax.nn (1, 1, 1, C)).
+  assert ours == {k: tuple(np.shape(v)) for k, v in mf.linen_layout(
+      {k: np.zeros(s, np.int8) for k, s in original.items()}).items()}
+  exported = checkpoint.to_original_layout(
+      {k: np.zeros(s, np.int8) for k, s in ours.items()})
+  assert {k: v.shape for k, v in exported.items()} == original
 
 
 def test_matches_numpy_reference():
