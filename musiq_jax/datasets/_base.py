@@ -18,11 +18,14 @@ class ManualIQABuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Reads the user's downloaded files from `manual_dir`; never downloads.
 
   Subclasses set `MANUAL_DOWNLOAD_INSTRUCTIONS`, `REQUIRED_FILES` (at least
-  one must exist in manual_dir), `_extra_features()` and `_records(root)`,
-  which parses and checks the label files and yields `Record`s.
+  one must exist in the dataset folder), `TOP_FOLDERS` (the folder the
+  dataset's download unpacks to: manual_dir may be that folder or hold it),
+  `_extra_features()` and `_records(root)`, which parses and checks the label
+  files of the dataset folder `root` and yields `Record`s.
   """
 
   REQUIRED_FILES: Sequence[str] = ()
+  TOP_FOLDERS: Sequence[str] = ()
   SPLITS: Sequence[str] = ("train", "validation", "test")
   HOMEPAGE = ""
   BUILDER_CONFIGS = [common.IQAConfig(name="default")]
@@ -50,7 +53,7 @@ class ManualIQABuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _split_generators(self, dl_manager):
     common.check_config(self.builder_config)
     root = common.manual_dir(dl_manager, self.MANUAL_DOWNLOAD_INSTRUCTIONS,
-                             self.REQUIRED_FILES)
+                             self.REQUIRED_FILES, self.TOP_FOLDERS)
     # Parse every label file up front, so label errors surface before any
     # image is encoded.
     by_split: Dict[str, List[Record]] = {s: [] for s in self.SPLITS}

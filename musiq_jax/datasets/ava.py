@@ -1,15 +1,21 @@
 """AVA (Murray et al. 2012): ~255,500 photos with 1..10 aesthetic votes.
 
-Labels: `AVA.txt`, space-separated, no header: index, image id, 10 vote counts
-(for scores 1..10), 2 semantic tag ids, challenge id. Split: the official
-`aesthetics_image_lists/generic_test.jpgl` (one image id a line) is the test
-set; of the rest a seeded 5% (`split_seed`, default 0) is validation.
+Files, as distributed (the `AVA_dataset/` folder, e.g. in the
+imfing/ava_downloader repository; evidence in docs/datasets.md):
+* `AVA.txt`, space-separated, no header (its README.txt): index, image id,
+  10 vote counts (for scores 1..10), 2 semantic tag ids, challenge id;
+* `aesthetics_image_lists/generic_test.jpgl`: the official test set, one bare
+  image id a line (20,000);
+* the pictures, `<image id>.jpg`, in `images/` (the torrent's 7z parts
+  unpack there, as PaQ-2-PiQ's database_prep.ipynb reads them).
+Of the non-test images a seeded 5% (`split_seed`, default 0) is validation.
 
-Features: `mos` = mean score (1..10), `mos_std` = std of the votes,
-`distribution` = the 10 vote counts normalised to sum 1 (for the EMD loss),
-`num_votes`. Many AVA copies miss a few images or hold corrupt ones: build with
-`on_bad_image="skip"` to leave them out (they are listed in
-`info.metadata["skipped_images"]`).
+Features: `image_id` = the bare AVA id (e.g. "953619"), `mos` = mean score
+(1..10), `mos_std` = std of the votes, `distribution` = the 10 vote counts
+normalised to sum 1 (for the EMD loss), `num_votes`. Real AVA copies miss
+some pictures (not every id of AVA.txt can still be downloaded) or hold
+corrupt ones: build with `--on_bad_image=skip` to leave them out (they are
+listed in `info.metadata["skipped_images"]`).
 """
 
 from __future__ import annotations
@@ -33,11 +39,15 @@ class Ava(_base.ManualIQABuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   HOMEPAGE = "https://github.com/imfing/ava_downloader"
   REQUIRED_FILES = (LABELS,)
+  TOP_FOLDERS = ("AVA_dataset",)
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
-  Get the AVA dataset (e.g. via {HOMEPAGE}) and arrange manual_dir:
+  Get the AVA dataset (e.g. via {HOMEPAGE}: its AVA_dataset/ folder and the
+  pictures) and arrange manual_dir (or a folder holding it as AVA_dataset/):
     manual_dir/{LABELS}
     manual_dir/{TEST_LIST[0]}   (or manual_dir/{TEST_LIST[1]})
-    manual_dir/images/<image id>.jpg
+    manual_dir/images/<image id>.jpg                (or manual_dir/<id>.jpg)
+  Most copies miss some pictures: build with --on_bad_image=skip (which
+  builds ava/default_skipbad, the dataset name to train on).
   """
 
   def _extra_features(self):

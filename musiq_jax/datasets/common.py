@@ -71,8 +71,14 @@ def core_features(**extra) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict(features)
 
 
-def manual_dir(dl_manager, instructions: str, required: Sequence[str]) -> str:
-  """The manual_dir, checked to hold at least one of `required` (globs ok).
+def manual_dir(dl_manager, instructions: str, required: Sequence[str],
+               top_folders: Sequence[str] = ()) -> str:
+  """The dataset folder: manual_dir, or the folder its download unpacks to.
+
+  The dataset folder is the first of `manual_dir` and `manual_dir/<top>` (for
+  `top` in `top_folders`: the folder a dataset's archive unpacks to, so that
+  both that folder and the one holding it can be passed) that holds at least
+  one of `required` (globs ok).
 
   Raises a ValueError carrying the download instructions when the directory is
   missing, empty, or lacks the dataset's label file.
@@ -84,11 +90,17 @@ def manual_dir(dl_manager, instructions: str, required: Sequence[str]) -> str:
         f"manual_dir {path!r} does not exist or is empty. This dataset cannot "
         "be downloaded automatically; put the files there as follows:\n"
         f"{instructions}")
-  for rel in required:
-    if os.path.exists(os.path.join(path, rel)):
-      return path
+  candidates = [path] + [os.path.join(path, t) for t in top_folders]
+  for base in candidates:
+    for rel in required:
+      if os.path.exists(os.path.join(base, rel)):
+        if base != path:
+          logging.info("Reading the dataset from %s.", base)
+        return base
+  tried = [os.path.normpath(os.path.join(os.path.relpath(b, path), r))
+           for b in candidates for r in required]
   raise ValueError(
-      f"manual_dir {path!r} has none of {list(required)}. Expected layout:\n"
+      f"manual_dir {path!r} has none of {tried}. Expected layout:\n"
       f"{instructions}")
 
 

@@ -1,9 +1,11 @@
 """KADID-10k (Lin et al. 2019): 81 references x 25 distortions x 5 levels.
 
-Labels: `dmos.csv` (dist_img, ref_img, dmos, var). Despite the name `dmos` is a
-MOS on 1..5, higher is better. Distorted images are named
-`I{ref}_{type}_{level}.png`, from which `content_id`, `distortion_type` (1..25)
-and `distortion_level` (1..5) come.
+Files, as distributed (`kadid10k.zip` unpacks to `kadid10k/`; evidence in
+docs/datasets.md): `dmos.csv` (header dist_img, ref_img, dmos, var) and
+`images/` with the references `I01.png` .. and the distorted
+`I{ref}_{type}_{level}.png`, from which `content_id`, `distortion_type`
+(1..25) and `distortion_level` (1..5) come. Despite the name `dmos` is a MOS
+on 1..5, higher is better.
 
 Split by reference image (no content in two splits): a seeded permutation of
 the 81 references (`split_seed`, default 0) into 20% test, 8% validation, 72%
@@ -16,7 +18,6 @@ Features: `mos` (1..5), `mos_std` = sqrt(var), `reference`, `content_id`,
 from __future__ import annotations
 
 import math
-import os
 import re
 
 import numpy as np
@@ -34,12 +35,13 @@ class Kadid10k(_base.ManualIQABuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   HOMEPAGE = "http://database.mmsp-kn.de/kadid-10k-database.html"
-  REQUIRED_FILES = (LABELS, os.path.join("kadid10k", LABELS))
+  REQUIRED_FILES = (LABELS,)
+  TOP_FOLDERS = ("kadid10k",)
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
-  Download kadid10k.zip from {HOMEPAGE} and unzip into manual_dir:
+  Download kadid10k.zip from {HOMEPAGE} and unzip; manual_dir is the
+  kadid10k/ folder it unpacks to (or the folder holding it):
     manual_dir/{LABELS}
     manual_dir/images/I01.png, I01_01_01.png, ...
-  (a top folder `kadid10k/` holding these is also accepted).
   """
 
   def _extra_features(self):
@@ -52,7 +54,6 @@ class Kadid10k(_base.ManualIQABuilder):
   def _records(self, root):
     labels = common.find_file(root, self.REQUIRED_FILES, "KADID label file",
                               self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    base = os.path.dirname(labels)
     rows = common.read_csv(labels, ["dist_img", "ref_img", "dmos", "var"])
     split_of = common.random_split([r["ref_img"] for _, r in rows],
                                    common.RANDOM_SPLIT,
@@ -64,7 +65,7 @@ class Kadid10k(_base.ManualIQABuilder):
         raise ValueError(f"{where}: dist_img {name!r} is not named "
                          "I<ref>_<type>_<level>.png as in KADID-10k.")
       var = common.parse_float(row["var"], labels, line, "var")
-      yield (_base.image_path(base, ["images", ""], name), where,
+      yield (_base.image_path(root, ["images", ""], name), where,
              split_of[row["ref_img"]], {
                  "image_id": name,
                  "mos": common.parse_float(row["dmos"], labels, line, "dmos"),

@@ -1,9 +1,13 @@
 """LIVE In the Wild Image Quality Challenge (Ghadiyaram & Bovik 2016).
 
 1,162 photos (plus 7 training pictures, dropped as is customary), MOS 0..100.
-Labels: MATLAB files `Data/AllImages_release.mat` (cell array of file names),
-`Data/AllMOS_release.mat`, `Data/AllStdDev_release.mat`, read with scipy.io.
-Images in `Images/` (the 7 training pictures in `Images/trainingImages/`).
+Files, as distributed (`ChallengeDB_release.zip` unpacks to
+`ChallengeDB_release/`; evidence in docs/datasets.md): MATLAB files
+`Data/AllImages_release.mat` (variable `AllImages_release`, a cell array of
+file names: t1.bmp .. t7.bmp, then 100.bmp, ...), `Data/AllMOS_release.mat`
+(`AllMOS_release`, 1 x 1169) and `Data/AllStdDev_release.mat`
+(`AllStdDev_release`), read with scipy.io. Pictures in `Images/`, the 7
+training pictures in `Images/trainingImages/`.
 
 No official split: a seeded random split (`split_seed`, default 0): 20% test,
 8% validation, 72% train. Features: `mos` (0..100), `mos_std`.
@@ -49,12 +53,16 @@ class LiveChallenge(_base.ManualIQABuilder):
   HOMEPAGE = "https://live.ece.utexas.edu/research/ChallengeDB/index.html"
   BUILDER_CONFIGS = [LiveCConfig(name="default")]
   REQUIRED_FILES = (NAMES,)
+  # The folder the zip unpacks to (some copies nest it twice).
+  TOP_FOLDERS = ("ChallengeDB_release",
+                 "ChallengeDB_release/ChallengeDB_release")
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
-  Download ChallengeDB_release.zip from {HOMEPAGE} and unzip into manual_dir:
+  Download ChallengeDB_release.zip from {HOMEPAGE} and unzip; manual_dir is
+  the ChallengeDB_release/ folder (or the folder holding it):
     manual_dir/{NAMES}
     manual_dir/{MOS}
     manual_dir/{STD}
-    manual_dir/Images/*.JPG, manual_dir/Images/trainingImages/*.bmp
+    manual_dir/Images/*.bmp, manual_dir/Images/trainingImages/t1.bmp ...
   """
 
   def _extra_features(self):

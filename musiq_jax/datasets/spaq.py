@@ -1,10 +1,13 @@
 """SPAQ (Fang et al. 2020): 11,125 smartphone photos, MOS 0..100.
 
-Labels: `Annotations/MOS and Image attribute scores.xlsx` (columns Image name,
-MOS, Brightness, Colorfulness, Contrast, Noisiness, Sharpness). Reading .xlsx
-needs `openpyxl` (a dependency of this package); a CSV export of that sheet
-with the same header (`Annotations/MOS and Image attribute scores.csv`) is
-accepted too and preferred when both exist.
+Files, as distributed (h4nwei/SPAQ; evidence in docs/datasets.md): the
+download folder `SPAQ/` holds `Annotations/MOS and Image attribute
+scores.xlsx` (columns Image name, MOS, Brightness, Colorfulness, Contrast,
+Noisiness, Sharpness; first sheet) and the split archive SPAQ.zip (.z01..),
+which unpacks to `TestImage/00001.jpg, ...`. Reading .xlsx needs `openpyxl`
+(a dependency of this package); a CSV export of that sheet with the same
+header (`Annotations/MOS and Image attribute scores.csv`) is accepted too and
+preferred when both exist.
 
 No official split: a seeded random split of the images (`split_seed`, default
 0): 20% test, 8% validation, 72% train; `train+validation` is the customary 80%.
@@ -70,10 +73,17 @@ class Spaq(_base.ManualIQABuilder):
   BUILDER_CONFIGS = [SPAQConfig(name="default"),
                      SPAQConfig(name="512", shorter_side=512)]
   REQUIRED_FILES = (XLSX, CSV)
+  TOP_FOLDERS = ("SPAQ",)
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
-  Download SPAQ from {HOMEPAGE} and unzip into manual_dir:
+  Download the SPAQ folder linked from {HOMEPAGE} (Annotations/ and the
+  split SPAQ.zip; join the parts with `zip -FF SPAQ.zip --out
+  SPAQ_fixed.zip`, as that repository's README_SPAQ_unzip_problem_and_
+  solution.md says) and unzip the images next to Annotations/:
     manual_dir/{XLSX}   (or a CSV export: {CSV})
-    manual_dir/TestImage/00001.jpg, ...
+    manual_dir/TestImage/00001.jpg, ...     (what SPAQ.zip unpacks to)
+  (manual_dir may also be the folder holding the downloaded SPAQ/).
+  Copies with damaged pictures (that README) build with
+  --on_bad_image=skip.
   """
 
   def _extra_features(self):
