@@ -128,8 +128,8 @@ def tiny(c):
   c.model.attention_dropout_rate = 0.0
   c.model.stochastic_layer_drop_rate = 0.0
   c.pp.longer_side_lengths = (64,)
-  c.pp.max_seq_len_from_original_res = 16
-  c.eval_max_seq_len_from_original_res = 16
+  c.pp.max_seq_len_from_original_res = 16  # A training cap only.
+  c.eval_max_seq_len_from_original_res = -1  # Every patch, as scoring.
   c.input.batch_size = 4
   c.input.eval_batch_size = 4
   c.input.shuffle_buffer = 16

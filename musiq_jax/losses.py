@@ -732,6 +732,49 @@ def get_score_fn(name: str, **kwargs) -> ScoreFn:
   raise ValueError(f"Unknown head type {name!r}; known: {sorted(_LOSSES)}.")
 
 
+def readout_for(head: Optional[str], num_classes: int,
+                mos_range: Optional[Sequence[float]] = None) -> ScoreFn:
+  """The read-out a model trained with `head` scores images with.
+
+  One place for everything that scores a trained model outside its training
+  loop (`musiq_jax.scorer.load_scorer` from `best.json`; baselines): the same
+  `get_score_fn` closure as the trainer's, with the same options.
+
+  Args:
+    head: the training config's `head` ("regression", "distribution",
+      "levels", "ranking"), or None when unknown (a released checkpoint
+      without a `best.json`): then the original `run_predict_image.py`'s
+      read-out by head size -- the logit for 1 output, the softmax-weighted
+      mean of 1..K otherwise (AVA's 10 bins).
+    num_classes: number of head outputs (checked against the head).
+    mos_range: (lo, hi) of the labels; required by "levels".
+
+  Returns:
+    score_fn(outputs [N, K]) -> [N].
+
+  Raises:
+    ValueError: an unknown head, a missing MOS range, or a head size that
+      does not fit the head.
+  """
+  if head is None:
+    head = "regression" if num_classes == 1 else "distribution"
+  if head in ("regression", "ranking"):
+    if num_classes != 1:
+      raise ValueError(f"A {head!r} head has 1 output; this model has "
+                       f"{num_classes}.")
+    return get_score_fn(head)
+  if head == "distribution":
+    return get_score_fn("distribution")
+  if head == "levels":
+    if mos_range is None or len(mos_range) != 2:
+      raise ValueError("The 'levels' read-out needs the MOS range (lo, hi) "
+                       f"the model trained with; got {mos_range!r}.")
+    lo, hi = (float(v) for v in mos_range)
+    _check_range(lo, hi)
+    return get_score_fn("levels", lo=lo, hi=hi)
+  raise ValueError(f"Unknown head type {head!r}; known: {sorted(_LOSSES)}.")
+
+
 def loss_names() -> Sequence[str]:
   """The registered head types."""
   return tuple(sorted(_LOSSES))

@@ -37,8 +37,11 @@ flags.DEFINE_multi_string(
     "repeat the flag for several.")
 flags.DEFINE_integer(
     "num_classes", None,
-    "Number of head outputs: 10 for AVA (score = softmax-weighted mean of "
-    "1..10), 1 for the other datasets. Default: read from the checkpoint.")
+    "Number of head outputs, checked against the checkpoint: 10 for AVA, 1 "
+    "for the other datasets. Default: read from the checkpoint. The score "
+    "is the read-out the model trained with (the `head` and `mos_range` of "
+    "its best.json); without a best.json, as the released models: the "
+    "output for 1, the softmax-weighted mean of 1..10 for 10 outputs.")
 flags.DEFINE_bool(
     "single_scale", None,
     "Use only the full-size image (for the full_size_single_scale "
@@ -52,8 +55,9 @@ flags.DEFINE_bool("recursive", False,
                   "Descend into sub-directories of directory arguments.")
 flags.DEFINE_integer(
     "max_seq_len_from_original_res", None,
-    "Tokens taken from the full-size image: -1 all (the released models' "
-    "setting), N cuts or pads to N (in raster order, as the original).")
+    "Tokens taken from the full-size image. Default: every patch (-1, the "
+    "released models' setting), whatever cap the model trained with; N cuts "
+    "or pads to N (in raster order, as the original).")
 flags.DEFINE_integer(
     "max_native_tokens", None,
     "Refuse images whose full-size scale needs more tokens than this, with "

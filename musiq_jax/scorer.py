@@ -26,6 +26,7 @@ import numpy as np
 
 from musiq_jax import checkpoint
 from musiq_jax import image_io
+from musiq_jax import losses
 from musiq_jax import preprocessing
 from musiq_jax.models import musiq
 
@@ -87,7 +88,21 @@ class Scorer:
                *,
                batch_size: int = 1,
                max_native_tokens: int = DEFAULT_MAX_NATIVE_TOKENS,
-               source: str = "<params>"):
+               source: str = "<params>",
+               score_fn: Optional[Any] = None):
+    """Builds a scorer.
+
+    Args:
+      model: the MUSIQ model.
+      params: its params.
+      pp_config: the preprocessing that makes its tokens.
+      batch_size: images per forward pass.
+      max_native_tokens: images needing more native tokens are refused.
+      source: where the params come from, for messages.
+      score_fn: head outputs [N, K] -> scores [N]; default the released
+        checkpoints' read-out (`scores_from_logits`); `load_scorer` passes
+        the one the model trained with (`losses.readout_for`).
+    """
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     self.model = model
@@ -96,11 +111,12 @@ class Scorer:
     self.batch_size = batch_size
     self.max_native_tokens = max_native_tokens
     self.source = source
+    self.score_fn = score_fn or scores_from_logits
     self._predict = jax.jit(self._predict_impl)
 
   def _predict_impl(self, params, batch):
     logits = self.model.apply({"params": params}, batch, train=False)
-    return scores_from_logits(logits)
+    return self.score_fn(logits)
 
   @property
   def num_classes(self) -> int:
@@ -216,7 +232,17 @@ class Scorer:
 def _resolve_configs(flat: Dict[str, np.ndarray], source: str,
                      num_classes: Optional[int], single_scale: Optional[bool],
                      max_seq_len_from_original_res: Optional[int]):
-  """Model and preprocessing config for a checkpoint (sidecar, else shapes)."""
+  """Model config, preprocessing and read-out of a checkpoint.
+
+  From the `best.json` beside it when there is one (the model, preprocessing,
+  `head` and `mos_range` it trained with), else from the shapes and the
+  released models' settings. The native scale keeps every patch (-1) unless
+  `max_seq_len_from_original_res` asks for a cut: a cap in `best.json` (the
+  training or evaluation setting of older exports) is not a scoring default.
+
+  Returns:
+    (model config, PreprocessConfig, score_fn, read-out description).
+  """
   sidecar = checkpoint.read_sidecar(source)
   model_cfg = checkpoint.infer_model_config(flat)
   if sidecar and "model" in sidecar:
@@ -238,6 +264,14 @@ def _resolve_configs(flat: Dict[str, np.ndarray], source: str,
   if max_seq_len_from_original_res is not None:
     pp = dataclasses.replace(
         pp, max_seq_len_from_original_res=max_seq_len_from_original_res)
+  elif (pp.max_seq_len_from_original_res is not None and
+        pp.max_seq_len_from_original_res >= 0):
+    logging.info(
+        "%s: its config cuts the full-size scale to %d tokens (a training or "
+        "evaluation setting); scoring uses every native patch (pass "
+        "--max_seq_len_from_original_res=%d for that cut).", source,
+        pp.max_seq_len_from_original_res, pp.max_seq_len_from_original_res)
+    pp = dataclasses.replace(pp, max_seq_len_from_original_res=-1)
   if pp.num_scales != model_cfg["num_scales"] and model_cfg["use_scale_emb"]:
     raise checkpoint.CheckpointError(
         f"{source}: preprocessing makes {pp.num_scales} scales but the model "
@@ -246,7 +280,16 @@ def _resolve_configs(flat: Dict[str, np.ndarray], source: str,
     raise checkpoint.CheckpointError(
         f"{source}: --num_classes={num_classes} but the checkpoint's head has "
         f"{model_cfg['num_classes']} outputs (10 = AVA, 1 = MOS datasets)")
-  return model_cfg, pp
+  head = sidecar.get("head") if sidecar else None
+  mos_range = sidecar.get("mos_range") if sidecar else None
+  try:
+    score_fn = losses.readout_for(head, model_cfg["num_classes"], mos_range)
+  except ValueError as e:
+    raise checkpoint.CheckpointError(
+        f"{checkpoint.sidecar_path(source)}: {e}") from None
+  readout = (f"{head} head" if head else "released read-out") + (
+      f" over {tuple(mos_range)}" if head == "levels" else "")
+  return model_cfg, pp, score_fn, readout
 
 
 def load_scorer(ckpt_path: Optional[str] = None,
@@ -260,6 +303,13 @@ def load_scorer(ckpt_path: Optional[str] = None,
                 dtype: Any = jnp.float32) -> Scorer:
   """Loads an original-layout `.npz` (released or exported by training).
 
+  Scores as the model was trained to: with `best.json` beside the file (an
+  export of `musiq_jax.train`), its model and preprocessing config and the
+  read-out of its `head` (`losses.readout_for`: regression output, AVA-style
+  distribution mean, or rating levels over its `mos_range`); without one, as
+  the original `run_predict_image.py` (the logit, or the softmax mean of
+  1..10 for a 10-output head).
+
   Args:
     ckpt_path: the `.npz` file (e.g. `koniq_ckpt.npz`, `WORKDIR/best.npz`).
     workdir: a training workdir; uses `WORKDIR/best.npz` when no ckpt_path.
@@ -268,8 +318,9 @@ def load_scorer(ckpt_path: Optional[str] = None,
     single_scale: True for the full_size_single_scale checkpoints; None
       decides from the checkpoint's number of scale embeddings.
     batch_size: images per forward pass.
-    max_seq_len_from_original_res: override of the native-scale tokens
-      (-1 all, N cut/pad to N), as the original's preprocessing option.
+    max_seq_len_from_original_res: tokens of the native scale: None or -1
+      every patch (the default, whatever the training used), N cuts or
+      pads to N in raster order, as the original's preprocessing option.
     max_native_tokens: refuse images needing more native tokens than this.
     dtype: computation dtype (float32 reproduces the original).
 
@@ -281,8 +332,9 @@ def load_scorer(ckpt_path: Optional[str] = None,
       raise ValueError("Give a checkpoint path or a workdir.")
     ckpt_path = os.path.join(workdir, "best.npz")
   flat = checkpoint.read_params(ckpt_path)
-  model_cfg, pp = _resolve_configs(flat, ckpt_path, num_classes, single_scale,
-                                   max_seq_len_from_original_res)
+  model_cfg, pp, score_fn, readout = _resolve_configs(
+      flat, ckpt_path, num_classes, single_scale,
+      max_seq_len_from_original_res)
   model = musiq.Model(dtype=dtype, **model_cfg)
   dummy = preprocessing.pad_batch([{
       "patches": np.zeros([1, pp.token_dim], np.float32),
@@ -292,6 +344,8 @@ def load_scorer(ckpt_path: Optional[str] = None,
   init = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy))
   init = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), init["params"])
   params = checkpoint.merge_params(flat, init, source=ckpt_path)
-  logging.info("Loaded %s: %s", ckpt_path, model_cfg)
+  logging.info("Loaded %s: %s; scores by the %s.", ckpt_path, model_cfg,
+               readout)
   return Scorer(model, jax.device_put(params), pp, batch_size=batch_size,
-                max_native_tokens=max_native_tokens, source=ckpt_path)
+                max_native_tokens=max_native_tokens, source=ckpt_path,
+                score_fn=score_fn)

@@ -387,15 +387,30 @@ def ensure_dataset(config) -> None:
 
 
 def export_best(trainer: Trainer, params, workdir: str, info: Dict[str, Any]):
+  """`WORKDIR/best.npz` (original layout) and `best.json` beside it.
+
+  `best.json` holds what scoring needs to match training: the model config,
+  the preprocessing, and the read-out (`head`, `mos_range`; see
+  `losses.readout_for`). Its preprocessing keeps every native patch (-1): a
+  cap on the native tokens is a training (or evaluation) setting, recorded
+  as `train_/eval_max_seq_len_from_original_res`, not a scoring default.
+  """
   if jax.process_index() != 0:
     return
   path = os.path.join(workdir, "best.npz")
   checkpoint.export_npz(jax.device_get(params), path)
   model_cfg = dict(trainer.config.model)
   model_cfg["num_scales"] = trainer.eval_pp.num_scales
+  scoring_pp = trainer.eval_pp.to_dict()
+  if scoring_pp["max_seq_len_from_original_res"] is not None:
+    scoring_pp["max_seq_len_from_original_res"] = -1
   checkpoint.write_sidecar(path, {
       "model": model_cfg,
-      "preprocessing": trainer.eval_pp.to_dict(),
+      "preprocessing": scoring_pp,
+      "train_max_seq_len_from_original_res":
+          trainer.train_pp.max_seq_len_from_original_res,
+      "eval_max_seq_len_from_original_res":
+          trainer.eval_pp.max_seq_len_from_original_res,
       "head": trainer.config.head,
       "mos_range": list(trainer.config.mos_range),
       **info})

@@ -434,3 +434,31 @@ def test_registry_losses_and_score_fns():
     losses.get_loss("ranking")(scalar, {"mos": batch["mos"]})
   assert set(losses.loss_names()) == {"regression", "distribution", "levels",
                                       "ranking"}
+
+
+def test_readout_for_each_head_and_the_released_default():
+  rng = np.random.default_rng(0)
+  one, ten, five = (rng.normal(size=(4, k)).astype(np.float32)
+                    for k in (1, 10, 5))
+  # Released checkpoints (no head known): the original run_predict_image.py,
+  # `sum(softmax(logits) * arange(1, K + 1))`, which is the logit for K = 1.
+  np.testing.assert_allclose(losses.readout_for(None, 1)(one), one[:, 0])
+  p = np.exp(ten) / np.exp(ten).sum(-1, keepdims=True)
+  np.testing.assert_allclose(losses.readout_for(None, 10)(ten),
+                             (p * np.arange(1, 11)).sum(-1), rtol=1e-6)
+  # A trained head: the trainer's own `get_score_fn` closure.
+  np.testing.assert_allclose(losses.readout_for("regression", 1)(one),
+                             losses.get_score_fn("regression")(one))
+  np.testing.assert_allclose(
+      losses.readout_for("levels", 5, (0, 100))(five),
+      losses.get_score_fn("levels", lo=0.0, hi=100.0)(five))
+  q = np.exp(five) / np.exp(five).sum(-1, keepdims=True)
+  np.testing.assert_allclose(losses.readout_for("levels", 5, [0, 100])(five),
+                             (q * np.array([10, 30, 50, 70, 90])).sum(-1),
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match="MOS range"):
+    losses.readout_for("levels", 5)
+  with pytest.raises(ValueError, match="1 output"):
+    losses.readout_for("regression", 10)
+  with pytest.raises(ValueError, match="Unknown head"):
+    losses.readout_for("median", 1)

@@ -202,3 +202,90 @@ def test_mscn_patch_input_comes_from_the_sidecar(tmp_path):
   mscn = scorer_lib.load_scorer(path)
   assert mscn.model.patch_input == "mscn"
   assert abs(rgb.score([image])[0].score - mscn.score([image])[0].score) > 1e-4
+
+
+# The released models (musiq/run_predict_image.py `_MODEL_CONFIG`): 3-scale,
+# single-scale (full_size_single_scale/) and AVA (10 outputs).
+RELEASED_VARIANTS = {
+    "multiscale": dict(num_classes=1, num_scales=3),
+    "single_scale": dict(num_classes=1, num_scales=1),
+    "ava": dict(num_classes=10, num_scales=3),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(RELEASED_VARIANTS))
+def test_full_size_original_layout_checkpoints(variant, tmp_path,
+                                               fast_compile):
+  """A file laid out as the released ones (248 keys, GroupNorm (1,1,1,C),
+  optimizer state beside the params) scores real photos through the CLI,
+  and exporting what was loaded rewrites the file's params bit for bit."""
+  del fast_compile
+  shapes = mf.original_musiq_shapes(**RELEASED_VARIANTS[variant])
+  assert len(shapes) == mf.NUM_RELEASED_KEYS
+  assert shapes["block1/unit1/gn3/scale"] == (1, 1, 1, 256)
+  ckpt = str(tmp_path / f"{variant}_ckpt.npz")
+  written = mf.write_original_npz(ckpt, shapes, seed=7)
+  images = tmp_path / "photos"
+  images.mkdir()
+  for name in ("chelsea", "coffee"):  # Small copies: ~200 tokens each.
+    mf.write_jpeg(images / f"{name}.jpg", mf.photo(name)[::4, ::4])
+  extra = {"single_scale": ["--single_scale"],
+           "ava": ["--num_classes=10"]}.get(variant, [])
+  out = _run(f"--ckpt_path={ckpt}", f"--image_path={images}",
+             "--format=json", *extra)
+  assert out.returncode == 0, out.stderr
+  scores = {os.path.basename(r["image"]): r["score"]
+            for r in map(json.loads, out.stdout.splitlines())}
+  assert sorted(scores) == ["chelsea.jpg", "coffee.jpg"]
+  assert abs(scores["chelsea.jpg"] - scores["coffee.jpg"]) > 1e-4
+  if variant == "ava":
+    assert all(1.0 <= s <= 10.0 for s in scores.values())
+  if variant == "multiscale":
+    # The float64 NumPy forward of the original's semantics, straight from
+    # the file's arrays (GroupNorm (1, 1, 1, C) broadcasts over NHWC).
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    pixels = tf.io.decode_jpeg((images / "chelsea.jpg").read_bytes()).numpy()
+    f = {k: v.numpy()[None] for k, v in preprocessing.preprocess_image(
+        pixels, preprocessing.PreprocessConfig()).items()}
+    ref = numpy_reference.forward(written, f["patches"], f["spatial"],
+                                  f["scale"], f["mask"], num_heads=6)
+    assert scores["chelsea.jpg"] == pytest.approx(float(ref[0, 0]), rel=1e-4,
+                                                  abs=1e-4)
+  # Export of what was loaded: the same keys, shapes, dtypes and values.
+  from musiq_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  scorer = scorer_lib.load_scorer(ckpt)
+  out_path = str(tmp_path / "exported.npz")
+  checkpoint.export_npz(scorer.params, out_path)
+  with np.load(ckpt) as a, np.load(out_path) as b:
+    original = {k: a[k] for k in a.files if k.startswith("opt/target/")}
+    exported = {k: b[k] for k in b.files}
+  assert exported.keys() == original.keys()
+  for k, v in original.items():
+    assert (exported[k].shape, exported[k].dtype) == (v.shape, v.dtype), k
+    np.testing.assert_array_equal(exported[k], v)
+
+
+def test_sidecar_head_sets_the_readout(tmp_path):
+  # best.json's head and mos_range decide the score, as in training; a
+  # broken one is an error naming it.
+  import jax  # pylint: disable=g-import-not-at-top
+  from musiq_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from musiq_jax import losses  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "best.npz")
+  mf.write_original_npz(path, mf.original_musiq_shapes(num_classes=5,
+                                                       **mf.TINY), seed=4)
+  image = mf.photo("coffee")[::8, ::8]
+  released = scorer_lib.load_scorer(path)
+  feats = released.preprocess(image)
+  batch = preprocessing.pad_batch([feats])
+  logits = jax.jit(released.model.apply)({"params": released.params}, batch)
+  assert released.score([image])[0].score == pytest.approx(
+      float(losses.distribution_score(logits)[0]), abs=1e-5)  # 1..5 mean.
+  checkpoint.write_sidecar(path, {"head": "levels", "mos_range": [0, 100]})
+  levels = scorer_lib.load_scorer(path)
+  want = float(losses.levels_score(logits, 0.0, 100.0)[0])
+  assert levels.score([image])[0].score == pytest.approx(want, abs=1e-4)
+  assert 10 <= want <= 90
+  checkpoint.write_sidecar(path, {"head": "levels"})
+  with pytest.raises(checkpoint.CheckpointError, match=r"best\.json.*MOS range"):
+    scorer_lib.load_scorer(path)
