@@ -145,10 +145,11 @@ def make_paq2piq(base, image: Optional[ImageFn] = None):
   image = image or random_image(10, 14)
   names = ([f"voc_emotic_ava/AVA__{1000 + i}.jpg" for i in range(4)] +
            ["blur_dataset/motion0001.jpg", "blur_dataset/out_of_focus0002.jpg",
-            "voc_emotic_ava/EMOTIC__big0.jpg", "voc_emotic_ava/VOC2012__big1.jpg",
+            "voc_emotic_ava/EMOTIC__big0.jpg",
+            "voc_emotic_ava/VOC2012__big1.jpg",
             "EE371R/rq59.jpg"])
   split = (["train"] * 4 + ["validation"] * 2 + ["test"] * 2 +
-           ["train"])  # EE371R/rq59.jpg: in neither split file.
+           ["train"])  # EE371R/rq59.jpg: left out of both split files here.
   for i, n in enumerate(names):
     write_image(os.path.join(base, n), image(i))
   write_csv(os.path.join(base, "labels_image.csv"), ["name", "mos"],

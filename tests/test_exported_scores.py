@@ -95,7 +95,8 @@ HEADS = {"regression": regression_config, "levels": levels_config,
 def _write_test_images(config, folder):
   """The test split's stored images as files; returns {file: image_id}."""
   builder = tfds.builder(config.dataset, data_dir=config.data_dir)
-  ds = builder.as_dataset("test", decoders={"image": tfds.decode.SkipDecoding()})
+  ds = builder.as_dataset("test",
+                          decoders={"image": tfds.decode.SkipDecoding()})
   os.makedirs(folder)
   files = {}
   for i, e in enumerate(tfds.as_numpy(ds)):
