@@ -197,5 +197,6 @@ class Model(nn.Module):
       x = nn.tanh(nn.Dense(self.representation_size, name="pre_logits")(x))
     x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                  bias_init=nn.initializers.constant(self.head_bias_init),
-                 name="head")(x.astype(jnp.float32))
+                 name="head")(x.astype(jnp.promote_types(self.dtype,
+                                                         jnp.float32)))
     return jnp.reshape(x, lead + (self.num_classes,))
