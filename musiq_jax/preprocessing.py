@@ -555,7 +555,8 @@ def _zero_unless(keep, x, xp):
 
 
 def tokens_from_canvas(canvas, plan: Plan, cfg: PreprocessConfig, grid,
-                       xp=np, to_float=normalize_value_range) -> Features:
+                       xp=np, to_float=normalize_value_range,
+                       exact: bool = False) -> Features:
   """The token features of one image from its canvas and plan.
 
   Args:
@@ -573,6 +574,11 @@ def tokens_from_canvas(canvas, plan: Plan, cfg: PreprocessConfig, grid,
       floats in [0, 1], None for a canvas already in [-1, 1]. Applied to
       the pixels each op reads, so no float copy of the canvas is made (in
       a fused program such as XLA's).
+    exact: the caller promises that the canvas is the image's own
+      SAME-padded extent with zeros around it (`to_float=None`), the plan
+      is `make_plan(h, w, cfg)` (no canvas grid, no length) and the native
+      scale is kept whole: then the native tokens are the canvas's patch
+      grid as it is (no gather, no masking).
 
   Returns:
     {"patches": [T, P*P*3], "spatial", "scale", "mask": [T]}.
@@ -590,6 +596,14 @@ def tokens_from_canvas(canvas, plan: Plan, cfg: PreprocessConfig, grid,
     zero = xp.reshape(grids[0][0] * 0.0, (1, d))  # Padding tokens read it.
     allp = xp.concatenate(grids + [zero], axis=0)
     parts.append(xp.take(allp, plan["resized_index"], axis=0, mode="clip"))
+  if exact and cfg.max_seq_len_from_original_res is not None and (
+      cfg.max_seq_len_from_original_res < 0):
+    if to_float is not None:
+      raise ValueError("exact=True needs a canvas in [-1, 1] (to_float=None)")
+    parts.append(patch_grid(canvas, p, s, grid[0], grid[1], xp))
+    patches = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
+    return {"patches": patches, "spatial": plan["spatial"],
+            "scale": plan["scale"], "mask": plan["mask"]}
   # Native tokens (and the length padding after them): windows of the
   # canvas; pixels outside the image and padding tokens set to zero.
   cells = plan["native_cell"]
@@ -798,7 +812,8 @@ def tf_preprocess_image(image_uint8, cfg: PreprocessConfig) -> Features:
   x = tf.pad(normalize_value_range(image_uint8, ops),
              [[box[0], hc - box[0] - box[2]], [box[1], wc - box[1] - box[3]],
               [0, 0]])
-  feats = tokens_from_canvas(x, plan, cfg, (grid[0], grid[1]), ops, None)
+  feats = tokens_from_canvas(x, plan, cfg, (grid[0], grid[1]), ops, None,
+                             exact=True)
   feats["patches"] = tf.ensure_shape(feats["patches"], [None, cfg.token_dim])
   return feats
 
