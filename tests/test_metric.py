@@ -100,6 +100,16 @@ def test_gradient_steps_raise_the_score_of_a_blurred_photo(ckpt,
   assert scores[-1] > scores[0] + 1e-3, scores
 
 
+def test_mscn_input_has_finite_pixel_gradients():
+  # Flat and zero-padded windows have zero local variance, where sqrt's
+  # derivative is infinite: the gradient there must be finite (0), not NaN.
+  from musiq_jax.models import musiq  # pylint: disable=g-import-not-at-top
+  x = np.zeros((2, 16, 16, 3), np.float32)
+  x[1, 4:12, 4:12] = np.random.default_rng(0).uniform(-1, 1, (8, 8, 3))
+  g = jax.grad(lambda x: musiq.mscn(x).sum())(jnp.asarray(x))
+  assert np.all(np.isfinite(g)) and np.abs(g[1]).max() > 0
+
+
 def test_clear_errors_for_bad_inputs(ckpt):
   musiq = scorer_lib.load_scorer(ckpt).as_loss()
   ok = np.zeros((1, 8, 8, 3), np.float32)

@@ -57,7 +57,12 @@ def mscn(x: jnp.ndarray, c: float = MSCN_C) -> jnp.ndarray:
       a, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=channels)
   mu = conv(x)
-  sd = jnp.sqrt(jnp.maximum(conv(x * x) - mu * mu, 0.0))
+  var = jnp.maximum(conv(x * x) - mu * mu, 0.0)
+  # sqrt's derivative is infinite at 0 (flat or zero-padded windows), which
+  # made pixel gradients NaN (`Scorer.as_loss`); the double `where` keeps
+  # the values and gives those windows a zero gradient instead.
+  positive = var > 0
+  sd = jnp.where(positive, jnp.sqrt(jnp.where(positive, var, 1.0)), 0.0)
   return (x - mu) / (sd + c)
 
 
