@@ -1,6 +1,8 @@
 # One command to set up and run the tests, one to set up and run the demo.
-# Both create (or reuse) a virtual environment in $(VENV); the demo installs
-# only the package's runtime dependencies, the tests add the test extras.
+# Both create (or reuse) a virtual environment in $(VENV): the demo trains, so
+# it installs the package with its training extra ('.[train]': TensorFlow,
+# TFDS, clu, orbax, ...); the tests install '.[test]' (training + test tools).
+# Scoring alone needs neither: `pip install .` (no TensorFlow).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +15,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 $(VENV)/.installed: setup.py | $(PY)
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[train]'
 	touch $@
 
 $(VENV)/.installed-test: setup.py | $(PY)

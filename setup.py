@@ -2,11 +2,28 @@
 
 import setuptools
 
-# Versions known to work together (see ../shared/ENV_NOTES.md); lower bounds are
-# the oldest releases whose APIs we use (jax.tree, jax.set_mesh, orbax args).
+# Versions known to work together; lower bounds are the oldest releases whose
+# APIs we use (jax.tree, jax.set_mesh, orbax args).
+#
+# `pip install musiq-jax` installs what scoring needs (`musiq_jax.load_scorer`,
+# `python -m musiq_jax.predict`, the differentiable metric): no TensorFlow.
 INSTALL_REQUIRES = [
     "jax>=0.7",
     "flax>=0.10",
+    "numpy>=1.26",
+    "pillow>=10.0",
+    # libjpeg-turbo with TF's JPEG settings (fast integer IDCT): the
+    # original's pixels without TensorFlow (musiq_jax/image_io.py).
+    "simplejpeg>=1.8",
+    "absl-py>=2.0",
+]
+
+# Drawing (`predict --save_attention`, musiq_jax.visualize's plots).
+VIZ = ["matplotlib>=3.8"]
+
+# `musiq-jax[train]`: training, evaluation and the datasets (tf.data input
+# pipelines, TFDS builders, checkpoints, TensorBoard).
+TRAIN = [
     "optax>=0.2.4",
     "orbax-checkpoint>=0.11",
     "tensorflow-cpu>=2.16",
@@ -20,18 +37,17 @@ INSTALL_REQUIRES = [
     "openpyxl>=3.1",
     "ml-collections>=0.1.1",
     "clu>=0.0.12",
-    "numpy>=1.26",
-    "pillow>=10.0",
     "scikit-image>=0.22",  # pristine photos for the offline default dataset
     "scipy>=1.11",
-    "absl-py>=2.0",
-    "matplotlib>=3.8",
-]
+] + VIZ
 
 EXTRAS_REQUIRE = {
+    "train": TRAIN,
+    "viz": VIZ,
     # CLIP heads: weight files and BPE tokenizer files brought by the user.
     "clip": ["safetensors>=0.4", "tokenizers>=0.15"],
-    "test": [
+    # The tests train too (and use TF as the oracle of the preprocessing).
+    "test": TRAIN + [
         "pytest>=8",
         "pytest-xdist>=3.5",
         "safetensors>=0.4",
@@ -49,8 +65,9 @@ EXTRAS_REQUIRE = {
     # its model code around the (CUDA-only, unimportable) torchvision it pulls in.
     "oracle": ["torch==2.13.0", "open_clip_torch==3.3.0", "transformers>=5.0"],
     # benchmarks/inference_bench.py: pyiqa's MUSIQ runs on torch (pyiqa's own
-    # model file is fetched with `pip download pyiqa==0.1.16 --no-deps`).
-    "benchmarks": ["torch==2.13.0"],
+    # model file is fetched with `pip download pyiqa==0.1.16 --no-deps`);
+    # its "before" column and jpeg_decoder_check.py use TF as the reference.
+    "benchmarks": TRAIN + ["torch==2.13.0"],
 }
 
 setuptools.setup(

@@ -16,17 +16,26 @@ preprocessed tokens. Prints tables:
    program, and a formula count of the real tokens' FLOPs) as a percentage of
    the float32 2048x2048 matmul FLOP/s, the two timed in alternation;
 5. opt-in bfloat16 compute: time and score change;
-6. peak resident memory of scoring one 1024x768 photo in a fresh process.
+6. peak resident memory of scoring one 1024x768 photo in a fresh process;
+7. preprocessing on the host and end-to-end images/s from JPEG files (at
+   512x384 and 1024x768), before and after moving the preprocessing onto the
+   device (`--e2e_only` runs just this): "before" is the old path, kept here
+   for comparison (TF's JPEG decoder, the original's TF ops on the host in a
+   worker thread, then the model on tokens); "after" is `Scorer.score`
+   (simplejpeg decode and a canvas on the host; tokens and model in one
+   jitted program). The two are timed in alternation.
 
 Usage:
   python benchmarks/inference_bench.py [--repeats=5] [--skip_pyiqa]
-      [--sizes=1024x768,512x384] [--batch_size=4] [--no_rss]
+      [--sizes=1024x768,512x384] [--batch_size=4] [--no_rss] [--e2e_only]
 
 pyiqa is run from its wheel (see benchmarks/common.py for why and how); the
 first run downloads it with `pip download pyiqa==0.1.16 --no-deps`.
 """
 
 import argparse
+import concurrent.futures
+import io
 import os
 import sys
 import time
@@ -37,7 +46,9 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from PIL import Image  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from musiq_jax import image_io  # pylint: disable=g-import-not-at-top,wrong-import-position
 from musiq_jax import preprocessing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from musiq_jax import scorer as scorer_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -97,6 +108,96 @@ def alternating(ours, ref, repeats):
   return t_ours, t_ref, float(np.median([b / a for a, b in rounds]))
 
 
+def _jpeg(image: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="JPEG", quality=90)
+  return buf.getvalue()
+
+
+def old_path_score(scorer, jpegs, prefetch=2):
+  """The scorer before preprocessing moved to the device: a worker thread
+  decodes with Pillow (probe) and TF and runs the original's TF ops on the
+  host (tests/tf_reference.py), the main thread runs the model on tokens."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_reference  # pylint: disable=g-import-not-at-top
+
+  def host(data):
+    image_io.probe(data)  # The old decode_image loaded with Pillow first.
+    pixels = tf.io.decode_image(data, channels=3).numpy()
+    return tf_reference.preprocess_image(pixels, scorer.pp_config)
+
+  out = []
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    futures = [pool.submit(host, d) for d in jpegs[:1 + prefetch]]
+    for i in range(len(jpegs)):
+      feats = futures[i].result()
+      if i + 1 + prefetch < len(jpegs):
+        futures.append(pool.submit(host, jpegs[i + 1 + prefetch]))
+      out.append(float(scorer.score_features([feats])[0]))
+  return out
+
+
+def host_times(scorer, data: bytes, repeats: int):
+  """(before, after) host seconds per image: decode + preprocessing."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_reference  # pylint: disable=g-import-not-at-top
+
+  def before_decode():
+    image_io.probe(data)
+    return tf.io.decode_image(data, channels=3).numpy()
+
+  pixels = before_decode()
+  cfg = scorer.pp_config
+  parts = {
+      "before decode (Pillow probe + TF)": before_decode,
+      "before tokens (TF ops)": lambda: tf_reference.preprocess_image(
+          pixels, cfg),
+      "after decode (simplejpeg)": lambda: image_io.decode_image(data),
+      "after canvas + plan": lambda: scorer.canvas_batch([pixels]),
+  }
+  for fn in parts.values():
+    fn()
+  rounds = {k: [] for k in parts}
+  for _ in range(max(repeats, 3)):
+    for k, fn in parts.items():
+      rounds[k] += common.times(fn, 1)
+  return {k: float(np.median(v)) for k, v in rounds.items()}
+
+
+def preprocessing_and_end_to_end(args) -> None:
+  """Section 7: host preprocessing and end-to-end images/s, before/after."""
+  scorer = scorer_lib.load_scorer(CKPT)
+  print("\n## Preprocessing on the host and end to end from JPEG files "
+        f"(batch 1; medians of {max(args.repeats, 3)} rounds, before and "
+        "after timed in alternation; seconds per image)")
+  print("| photo | host before: decode + TF tokens | host after: decode + "
+        "canvas | before img/s | after img/s | after/before | "
+        "max |Δscore| |")
+  print("|---|---|---|---|---|---|---|")
+  for w, h in ((512, 384), (1024, 768)):
+    jpegs = [_jpeg(common.photo(w, h, i)) for i in range(4)]
+    t = host_times(scorer, jpegs[0], args.repeats)
+    before_host = (t["before decode (Pillow probe + TF)"] +
+                   t["before tokens (TF ops)"])
+    after_host = t["after decode (simplejpeg)"] + t["after canvas + plan"]
+    old = old_path_score(scorer, jpegs)  # Warm-up (compiles) and scores.
+    new = [r.score for r in scorer.score(jpegs)]
+    rounds = []
+    for _ in range(max(args.repeats // 2, 2)):
+      t_old = common.times(lambda: old_path_score(scorer, jpegs), 1)[0]  # pylint: disable=cell-var-from-loop
+      t_new = common.times(lambda: scorer.score(jpegs), 1)[0]  # pylint: disable=cell-var-from-loop
+      rounds.append((len(jpegs) / t_old, len(jpegs) / t_new))
+    ips_old = float(np.median([a for a, _ in rounds]))
+    ips_new = float(np.median([b for _, b in rounds]))
+    ratio = float(np.median([b / a for a, b in rounds]))
+    print(f"| {w}x{h} | {before_host:.3f} ({t['before decode (Pillow probe + TF)']:.3f}"
+          f" + {t['before tokens (TF ops)']:.3f}) | {after_host:.4f} "
+          f"({t['after decode (simplejpeg)']:.4f} + "
+          f"{t['after canvas + plan']:.4f}) | {ips_old:.2f} | {ips_new:.2f} "
+          f"| {ratio:.2f}x | {np.abs(np.subtract(old, new)).max():.1e} |",
+          flush=True)
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--repeats", type=int, default=5)
@@ -106,6 +207,8 @@ def main():
   ap.add_argument("--skip_pyiqa", action="store_true")
   ap.add_argument("--no_rss", action="store_true")
   ap.add_argument("--no_bf16", action="store_true")
+  ap.add_argument("--e2e_only", action="store_true",
+                  help="Only section 7 (preprocessing and end to end).")
   args = ap.parse_args()
 
   print(f"# MUSIQ inference benchmark  ({common.loadavg()}, "
@@ -116,6 +219,9 @@ def main():
         "GFLOP/s (best of 5)")
 
   flat = common.random_checkpoint(CKPT)
+  if args.e2e_only:
+    preprocessing_and_end_to_end(args)
+    return
   scorer = scorer_lib.load_scorer(CKPT)
   photos = {n.split()[0]: (n, common.photo(w, h, i))
             for i, (n, w, h) in enumerate(common.PHOTO_SIZES)}
@@ -138,7 +244,7 @@ def main():
   print("\n## Batch 1 (steady state = median of "
         f"{args.repeats}, ours and pyiqa timed in turn; speed-up = median of "
         "the per-round ratios; times in seconds)")
-  print("| photo | tokens (bucket) | preprocess | ours 1st call | ours | "
+  print("| photo | tokens (bucket) | host tokens (NumPy) | ours 1st call | ours | "
         "ours img/s | pyiqa | pyiqa img/s | speed-up | |Δscore| tanh / erf |")
   print("|---|---|---|---|---|---|---|---|---|---|")
   feats_1024 = None
@@ -274,6 +380,7 @@ def main():
             "assert r.error is None, r.error\n")
     print(f"\nPeak RSS (VmHWM), fresh process scoring one 1024x768 photo: "
           f"{common.rss_of(code):.2f} GB")
+  preprocessing_and_end_to_end(args)
   print(f"\n({common.loadavg()} at the end)")
 
 

@@ -1,10 +1,18 @@
-"""Image decoding with clear errors, matching the original's pixels.
+"""Image decoding with clear errors, matching the original's pixels, no TF.
 
-The original MUSIQ decodes with `tf.image.decode_jpeg` (TF's default DCT
-method), whose pixels differ from Pillow's by up to ~18 levels on high-quality
-JPEGs. So the pixels of ordinary JPEG/PNG/GIF/BMP files come from TF's
-decoders; Pillow probes the file (format, mode, EXIF orientation, truncation)
-and decodes what TF cannot (CMYK, 16-bit, TIFF, WebP, ...).
+The original MUSIQ decodes with TF's `decode_jpeg`/`decode_image`, which
+run libjpeg-turbo with the fast integer IDCT (`JDCT_IFAST`: TF's default
+`dct_method=""`, tensorflow/core/kernels/image/decode_image_op.cc) and fancy
+chroma upsampling (`fancy_upscaling=True`, tensorflow/core/lib/jpeg/
+jpeg_mem.h). Pillow uses the accurate IDCT, whose pixels differ by up to ~18
+levels on high-quality JPEGs. So RGB and greyscale JPEGs are decoded with
+simplejpeg (libjpeg-turbo's TurboJPEG API) with `fastdct=True,
+fastupsample=False`, TF's settings, which gives TF's pixels exactly
+(`benchmarks/jpeg_decoder_check.py` measures it: every one of its few hundred
+test files, qualities 5..100, 4:4:4/4:2:2/4:2:0, baseline and progressive,
+greyscale, odd sizes). The lossless formats (PNG, GIF, BMP, ...) and what TF
+cannot decode (CMYK JPEGs, 16-bit, TIFF, WebP) are decoded by Pillow, which
+also reads the format, mode and EXIF orientation.
 
 Every failure raises `ImageError` naming the file and the problem; nothing
 here prints a bare traceback for a bad image.
@@ -18,12 +26,10 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-import tensorflow as tf
+import simplejpeg
 
-# Formats and Pillow modes whose pixels TF decodes to 8-bit RGB like the
-# original pipeline did (RGBA/LA lose alpha, as tf's channels=3 does).
-_TF_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
-_TF_MODES = {"RGB", "L", "RGBA", "LA", "P", "1"}
+# JPEG colour modes libjpeg decodes to RGB as TF does (YCbCr reads as "RGB").
+_TURBO_JPEG_MODES = {"RGB", "L"}
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -61,8 +67,8 @@ def _pillow_to_rgb8(im: Image.Image) -> np.ndarray:
   return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def probe(data: bytes, source: str = "<bytes>") -> Tuple[Image.Image, int]:
-  """Opens and fully loads `data` with Pillow; returns (image, orientation)."""
+def _open(data: bytes, source: str) -> Tuple[Image.Image, int]:
+  """Opens `data` with Pillow (header only); returns (image, orientation)."""
   if not data:
     raise ImageError(source, "empty file (0 bytes)")
   try:
@@ -72,7 +78,6 @@ def probe(data: bytes, source: str = "<bytes>") -> Tuple[Image.Image, int]:
       orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     except Exception:  # pylint: disable=broad-except
       orientation = 1  # Malformed EXIF: pixels are still usable.
-    im.load()  # Raises on truncated or corrupt pixel data.
   except UnidentifiedImageError:
     raise ImageError(source, "not an image file (format not recognised)")
   except (OSError, SyntaxError, ValueError) as e:
@@ -84,16 +89,48 @@ def probe(data: bytes, source: str = "<bytes>") -> Tuple[Image.Image, int]:
   return im, orientation
 
 
+def _load(im: Image.Image, source: str) -> None:
+  """Fully decodes a Pillow image; raises ImageError on bad pixel data."""
+  try:
+    im.load()
+  except (OSError, SyntaxError, ValueError) as e:
+    raise ImageError(source, f"corrupt or truncated image ({e})")
+  except Image.DecompressionBombError as e:
+    raise ImageError(source, f"image too large to decode safely ({e})")
+
+
+def probe(data: bytes, source: str = "<bytes>") -> Tuple[Image.Image, int]:
+  """Opens and fully loads `data` with Pillow; returns (image, orientation)."""
+  im, orientation = _open(data, source)
+  _load(im, source)
+  return im, orientation
+
+
+def decode_jpeg_like_tf(data: bytes, strict: bool = True) -> np.ndarray:
+  """JPEG bytes -> uint8 [h, w, 3] RGB exactly as TF's `decode_jpeg` /
+  `decode_image(channels=3)` with their defaults (fast integer IDCT, fancy
+  upsampling; greyscale replicated to 3 channels). Raises ValueError."""
+  return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True,
+                                fastupsample=False, strict=strict)
+
+
 def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
   """Encoded image bytes -> uint8 [h, w, 3] RGB with EXIF orientation applied."""
-  im, orientation = probe(data, source)
-  if im.format in _TF_FORMATS and im.mode in _TF_MODES:
+  im, orientation = _open(data, source)
+  pixels = None
+  if im.format == "JPEG" and im.mode in _TURBO_JPEG_MODES:
     try:
-      pixels = tf.io.decode_image(
-          data, channels=3, expand_animations=False).numpy()
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-      pixels = _pillow_to_rgb8(im)  # TF refused a file Pillow reads.
-  else:
+      pixels = decode_jpeg_like_tf(data)
+    except ValueError:
+      # Truncated or corrupt (Pillow says which), or a warning that strict
+      # mode refuses but TF tolerates (e.g. extraneous bytes): TF's pixels.
+      _load(im, source)
+      try:
+        pixels = decode_jpeg_like_tf(data, strict=False)
+      except ValueError:
+        pixels = None
+  if pixels is None:
+    _load(im, source)
     pixels = _pillow_to_rgb8(im)
   return _apply_orientation(pixels, orientation)
 
@@ -130,8 +167,9 @@ def canonical_bytes(data: bytes, source: str = "<bytes>") -> Tuple[bytes, str]:
   return buf.getvalue(), "png"
 
 
-def tf_decode(encoded: tf.Tensor) -> tf.Tensor:
+def tf_decode(encoded):
   """Graph-mode decode for tf.data of bytes made by `canonical_bytes`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
   image.set_shape([None, None, 3])
   return image

@@ -6,8 +6,8 @@ batches of *light* records (encoded bytes + labels, no pixels yet) -> [skip
 batches] -> decode (`image_io.tf_decode`), [train: random crop (when
 `crop_min_fraction` < 1), random horizontal flip, (when `channel_shuffle`)
 random order of the R, G, B channels],
-multi-scale tokens (`preprocessing.preprocess_image`), pad/cut to the batch's
-length -> batch -> prefetch.
+multi-scale tokens (`preprocessing.tf_preprocess_image`: the scorer's own
+ops, run as TF kernels), pad/cut to the batch's length -> batch -> prefetch.
 
 Batching modes:
 * `padded`: every example padded/cut to one length (`max_seq_len`, or the
@@ -338,7 +338,7 @@ def make_dataset(builder_name: str, split: str, *, data_dir=None,
         order = tf.argsort(tf.random.stateless_uniform(
             [3], seed=flip_seed + [0, 3 << 40]))
         image = tf.gather(image, order, axis=-1)
-    feats = preprocessing.preprocess_image(image, pp_config)
+    feats = preprocessing.tf_preprocess_image(image, pp_config)
     feats = _pad_to(feats, e["target_len"])
     feats["mask"] = feats["mask"] * tf.cast(e["valid"] > 0, tf.int32)
     out = {k: v for k, v in e.items()

@@ -5,7 +5,9 @@ r"""Scores images with a MUSIQ checkpoint.
         --image_path=photos/ --image_path='more/*.png' --format=json
     python -m musiq_jax.predict --workdir=WORKDIR --image_path=a.jpg
 
-Keeps the original `run_predict_image` flags (`--ckpt_path`, `--image_path`,
+Needs no TensorFlow (`pip install musiq-jax` is enough): images are decoded
+on the host and everything after decoding runs on the accelerator with the
+model. Keeps the original `run_predict_image` flags (`--ckpt_path`, `--image_path`,
 `--num_classes`) and accepts several images, directories and globs. Output is
 a table (default) or one JSON object per line: `{"image": ..., "score": ...}`
 or `{"image": ..., "error": ...}` for a file that cannot be scored; the other
@@ -154,6 +156,12 @@ def main(argv):
   else:
     print(format_table(results))
   if FLAGS.save_attention:
+    try:
+      import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      print("error: --save_attention draws with matplotlib, which is not "
+            "installed: pip install 'musiq-jax[viz]'", file=sys.stderr)
+      return 2
     save_attention(scorer, results, FLAGS.save_attention)
   failed = [r for r in results if r.error is not None]
   if failed:

@@ -2,12 +2,24 @@
 
     scorer = musiq_jax.load_scorer("koniq_ckpt.npz")
     scorer.score(["a.jpg", "b.png", uint8_array])   # -> list of ScoreResult
+    musiq = scorer.as_loss()                          # differentiable metric
+    scores = musiq(images)                            # [N, H, W, 3] in [0, 1]
+
+The host only decodes: a worker thread decodes images ahead (JPEGs with
+libjpeg-turbo's fast integer DCT, TF's default, see `image_io`), and places
+each on a zero canvas. Everything after decoding (the [-1, 1] scaling, the
+Gaussian ARP resizes, SAME patches, token layout) runs on the device inside
+the same jitted program as the model (`preprocessing.tokens_from_canvas`
+with jax.numpy), from a small per-image plan of resize weights and indices
+that depends only on the image size (`preprocessing.make_plan`, cached).
 
 Images of different sizes are batched by zero-padding their token sequences
 (padding tokens are masked out of attention, so a batch gives the scores of
 one-at-a-time scoring). Token lengths are rounded up to a small set of
-buckets and batches are filled to `batch_size`, so a stream of mixed-size
-images compiles a handful of programs, not one per image.
+buckets (`length_bucket`) and canvases to one per (bucket, aspect class)
+(`preprocessing.class_grid`); batches are filled to `batch_size`, so a
+stream of mixed-size images compiles a handful of programs, not one per
+image. No TensorFlow is imported.
 """
 
 from __future__ import annotations
@@ -15,9 +27,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import math
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 from absl import logging
 import jax
@@ -40,6 +51,10 @@ DEFAULT_MAX_NATIVE_TOKENS = 8192
 # The original's scales: two ARP resizes plus the full-size image.
 MULTI_SCALE_PP = preprocessing.PreprocessConfig()
 SINGLE_SCALE_PP = preprocessing.PreprocessConfig(longer_side_lengths=())
+
+# Images whose native patch grid is within this many patches on both sides
+# share one square canvas (so small images do not multiply programs).
+SMALL_CANVAS_PATCHES = 8
 
 
 @dataclasses.dataclass
@@ -74,8 +89,17 @@ def scores_from_logits(logits: jnp.ndarray) -> jnp.ndarray:
   weighted mean of 1..K (AVA's 10-bin distribution), as the original."""
   if logits.shape[-1] == 1:
     return logits[..., 0]
-  values = jnp.arange(1, logits.shape[-1] + 1, dtype=jnp.float32)
+  values = jnp.arange(1, logits.shape[-1] + 1, dtype=logits.dtype)
   return jnp.sum(jax.nn.softmax(logits, axis=-1) * values, axis=-1)
+
+
+@dataclasses.dataclass
+class _Decoded:
+  """A decoded image waiting for its batch (host side)."""
+  index: int
+  pixels: np.ndarray
+  length: int  # Exact token count.
+  group: Any   # Images of one group can share a canvas.
 
 
 class Scorer:
@@ -105,6 +129,7 @@ class Scorer:
     """
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pp_config.check()
     self.model = model
     self.params = params
     self.pp_config = pp_config
@@ -112,19 +137,37 @@ class Scorer:
     self.max_native_tokens = max_native_tokens
     self.source = source
     self.score_fn = score_fn or scores_from_logits
+    # Tokens -> scores (`score_features`).
     self._predict = jax.jit(self._predict_impl)
+    # uint8 canvases + plans -> scores: preprocessing and model, one program.
+    self._score_canvas = jax.jit(self._score_canvas_impl,
+                                 static_argnames=("grid",))
+    self._metric = jax.jit(self._metric_impl)
 
   def _predict_impl(self, params, batch):
     logits = self.model.apply({"params": params}, batch, train=False)
     return self.score_fn(logits)
+
+  def device_tokens(self, canvas, plan, grid):
+    """Batched uint8 canvases [B, Hc, Wc, 3] and plans -> token features
+    (jax.numpy, jittable): what the scorer's program runs before the model."""
+    cfg = self.pp_config
+
+    def one(c, p):
+      return preprocessing.tokens_from_canvas(c, p, cfg, grid, jnp)
+
+    return jax.vmap(one)(canvas, plan)
+
+  def _score_canvas_impl(self, params, canvas, plan, grid):
+    return self._predict_impl(params, self.device_tokens(canvas, plan, grid))
 
   @property
   def num_classes(self) -> int:
     return self.model.num_classes
 
   def num_compilations(self) -> int:
-    """Programs compiled so far (one per distinct padded batch shape)."""
-    return self._predict._cache_size()  # pylint: disable=protected-access
+    """Programs compiled so far (one per distinct batch, canvas and length)."""
+    return sum(f._cache_size() for f in (self._predict, self._score_canvas))  # pylint: disable=protected-access
 
   def check_size(self, h: int, w: int, name: str) -> None:
     cfg = self.pp_config
@@ -139,9 +182,8 @@ class Scorer:
             "to cut the full-size scale to N tokens (the original's option), "
             "or raise --max_native_tokens if you have the memory")
 
-  def preprocess(self, image: ImageLike,
-                 name: Optional[str] = None) -> Dict[str, np.ndarray]:
-    """Path, encoded bytes or uint8 [h, w, 3] array -> token features."""
+  def decode(self, image: ImageLike, name: Optional[str] = None) -> np.ndarray:
+    """Path, encoded bytes or uint8 [h, w, 3] array -> checked uint8 pixels."""
     if isinstance(image, np.ndarray):
       name = name or "<array>"
       if image.ndim == 2:
@@ -155,14 +197,23 @@ class Scorer:
             name, f"expected uint8 pixels in [0, 255], got {image.dtype}")
       pixels = image
     elif isinstance(image, (bytes, bytearray)):
-      pixels = image_io.decode_image(bytes(image), name or "<bytes>")
+      name = name or "<bytes>"
+      pixels = image_io.decode_image(bytes(image), name)
     else:
+      name = name or os.fspath(image)
       pixels = image_io.read_image(image)
-    self.check_size(pixels.shape[0], pixels.shape[1],
-                    name or os.fspath(image) if isinstance(
-                        image, (str, os.PathLike)) else name or "<image>")
-    feats = preprocessing.preprocess_image(pixels, self.pp_config)
-    return {k: v.numpy() for k, v in feats.items()}
+    self.check_size(pixels.shape[0], pixels.shape[1], name)
+    return pixels
+
+  def preprocess(self, image: ImageLike,
+                 name: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """Path, encoded bytes or uint8 [h, w, 3] array -> token features.
+
+    Computed on the host with NumPy (the same ops as the device program);
+    for looking at tokens and for `score_features`.
+    """
+    return preprocessing.preprocess_image(self.decode(image, name),
+                                          self.pp_config)
 
   def score_features(self, examples: Sequence[Dict[str, np.ndarray]]
                     ) -> np.ndarray:
@@ -179,28 +230,94 @@ class Scorer:
       out.append(np.asarray(self._predict(self.params, batch))[:n_real])
     return np.concatenate(out) if out else np.zeros([0], np.float32)
 
+  # -- Canvases: host side of the device path. --------------------------------
+  def _fixed_tokens(self) -> int:
+    return sum(g * g for g in self.pp_config.resized_grids)
+
+  def _group(self, h: int, w: int) -> Any:
+    """Which images may share a canvas: same aspect class, and (when the
+    token length does not bound the native grid) the same patch budget."""
+    cfg = self.pp_config
+    s = cfg.patch_stride
+    ch, cw = preprocessing.grid_count(h, s), preprocessing.grid_count(w, s)
+    aspect = preprocessing.canvas_class(ch, cw, SMALL_CANVAS_PATCHES)
+    native = cfg.max_seq_len_from_original_res
+    if aspect is None or (native is not None and native < 0):
+      return (aspect,)
+    return (aspect, length_bucket(ch * cw, minimum=64))
+
+  def _canvas_grid(self, group, length: int):
+    """The canvas of a batch of a group whose longest member has `length`
+    tokens: for the native scale in full, the bucket's native tokens bound
+    every member's patches; else the group's own budget does."""
+    budget = (length - self._fixed_tokens() if len(group) == 1 else
+              group[1])
+    return preprocessing.class_grid(group[0], max(budget, 1),
+                                    SMALL_CANVAS_PATCHES)
+
+  def canvas_batch(self, pixels: Sequence[np.ndarray], group=None):
+    """Host: uint8 images of one group -> (canvas [B, Hc, Wc, 3], plans,
+    grid) for `device_tokens`, filled with empty examples to batch_size."""
+    cfg = self.pp_config
+    if group is None:
+      group = self._group(*pixels[0].shape[:2])
+    length = length_bucket(max(preprocessing.seq_len(p.shape[0], p.shape[1],
+                                                     cfg) for p in pixels))
+    grid = self._canvas_grid(group, length)
+    size = preprocessing.canvas_size(grid, cfg)
+    canvas = np.zeros((max(self.batch_size, len(pixels)),) + size + (3,),
+                      np.uint8)
+    plans = []
+    for i, p in enumerate(pixels):
+      plan = preprocessing.make_plan(p.shape[0], p.shape[1], cfg, grid, length)
+      preprocessing.place_on_canvas(p, plan["box"], size, out=canvas[i])
+      plans.append(plan)
+    plans += [preprocessing.empty_plan(plans[0])] * (len(canvas) - len(plans))
+    return canvas, preprocessing.stack_plans(plans), grid
+
+  def _dispatch(self, members: List[_Decoded]):
+    canvas, plans, grid = self.canvas_batch([m.pixels for m in members],
+                                            members[0].group)
+    return members, self._score_canvas(self.params, canvas, plans, grid=grid)
+
   def score(self, images: Iterable[ImageLike],
             names: Optional[Sequence[str]] = None,
             *, prefetch: int = 2) -> List[ScoreResult]:
     """Scores images; a bad image yields an error result, not an exception.
 
-    A worker thread decodes and preprocesses up to `batch_size + prefetch`
-    images ahead, so that this work (TF ops that release the GIL) overlaps
-    the forward pass of the previous batch instead of adding to it.
+    A worker thread decodes up to `batch_size + prefetch` images ahead, and
+    a batch is sent to the device before the previous one's scores are read,
+    so decoding overlaps the device's work instead of adding to it. Images
+    are batched with others of their canvas group (`batch_size` > 1), so
+    they may be scored out of order; results come back in input order.
     """
     images = list(images)
     names = list(names) if names is not None else [
         str(im) if isinstance(im, (str, os.PathLike)) else f"<image {i}>"
         for i, im in enumerate(images)]
     results = [ScoreResult(image=n) for n in names]
-    pending = []  # (index, features) of images that preprocessed fine.
+    in_flight = collections.deque()
+
+    def collect(limit):
+      while len(in_flight) > limit:
+        members, scores = in_flight.popleft()
+        for m, s in zip(members, np.asarray(scores)):
+          results[m.index].score = float(s)
+
+    def decode(i, image, name):
+      pixels = self.decode(image, name)
+      h, w = pixels.shape[:2]
+      return _Decoded(i, pixels, preprocessing.seq_len(h, w, self.pp_config),
+                      self._group(h, w))
+
+    groups = collections.OrderedDict()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
       jobs = iter(enumerate(zip(images, names)))
       queue = collections.deque()
 
       def submit_next():
         for i, (image, name) in jobs:
-          queue.append((i, pool.submit(self.preprocess, image, name)))
+          queue.append((i, pool.submit(decode, i, image, name)))
           return
 
       for _ in range(self.batch_size + max(prefetch, 0)):
@@ -209,24 +326,81 @@ class Scorer:
         i, future = queue.popleft()
         submit_next()
         try:
-          feats = future.result()
+          item = future.result()
         except image_io.ImageError as e:
           results[i].error = e.problem
           continue
-        results[i].num_tokens = int(feats["mask"].shape[0])
-        pending.append((i, feats))
-        if len(pending) == self.batch_size:
-          self._flush(pending, results)
-          pending = []
-    self._flush(pending, results)
+        results[i].num_tokens = item.length
+        members = groups.setdefault(item.group, [])
+        members.append(item)
+        if len(members) == self.batch_size:
+          in_flight.append(self._dispatch(groups.pop(item.group)))
+          collect(1)
+    for members in groups.values():
+      in_flight.append(self._dispatch(members))
+      collect(1)
+    collect(0)
     return results
 
-  def _flush(self, pending, results):
-    if not pending:
-      return
-    scores = self.score_features([f for _, f in pending])
-    for (i, _), s in zip(pending, scores):
-      results[i].score = float(s)
+  # -- The differentiable metric. ---------------------------------------------
+  def _metric_impl(self, params, images):
+    cfg = self.pp_config
+    _, h, w, _ = images.shape
+    plan = preprocessing.make_plan(h, w, cfg)
+    s = cfg.patch_stride
+    grid = (preprocessing.grid_count(h, s), preprocessing.grid_count(w, s))
+    hc, wc = preprocessing.canvas_size(grid, cfg)
+    top, left = int(plan["box"][0]), int(plan["box"][1])
+    x = jnp.pad(images, ((0, 0), (top, hc - top - h), (left, wc - left - w),
+                         (0, 0)))
+    # [0, 1] -> [-1, 1] as the original's u8 / 255 * 2 - 1.
+    feats = jax.vmap(lambda xi: preprocessing.tokens_from_canvas(
+        xi, plan, cfg, grid, jnp, preprocessing.unit_range_to_model))(x)
+    return self._predict_impl(params, feats)
+
+  def as_loss(self) -> Callable[..., jnp.ndarray]:
+    """MUSIQ as a differentiable function of the pixels.
+
+    Returns `musiq(images, params=None) -> scores [N]`, for float images
+    [N, H, W, 3] with values in [0, 1] (RGB; the same H, W for the whole
+    call; a new size traces anew). It is the scorer's computation with the
+    decode left out: `musiq(u8 / 255)` equals `score(u8)` up to float
+    rounding, and its gradient with respect to `images` is exact (the
+    preprocessing is linear in the pixels). Higher is better (for the AVA
+    head: the mean of the predicted 1..10 distribution), so a restoration or
+    generation loss is `-musiq(x).mean()`. It is jitted; inside your own
+    `jax.jit` pass `params` (e.g. `scorer.params`) so that the weights are
+    an argument of your program, not a constant baked into it.
+    """
+
+    def musiq_score(images, params=None):
+      self._check_float_images(images)
+      h, w = images.shape[1:3]
+      self.check_size(h, w, "images")
+      return self._metric(self.params if params is None else params, images)
+
+    return musiq_score
+
+  @staticmethod
+  def _check_float_images(images) -> None:
+    shape = getattr(images, "shape", None)
+    dtype = getattr(images, "dtype", None)
+    if shape is None or dtype is None:
+      raise TypeError(f"expected a float array [N, H, W, 3], got "
+                      f"{type(images).__name__}")
+    if len(shape) != 4 or shape[-1] != 3 or min(shape) < 1:
+      raise ValueError(f"expected float images [N, H, W, 3] (RGB, N >= 1), "
+                       f"got shape {tuple(shape)}")
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(f"expected float pixels in [0, 1], got {dtype} (divide "
+                      "uint8 images by 255)")
+    if not isinstance(images, jax.core.Tracer):
+      lo, hi = float(jnp.min(images)), float(jnp.max(images))
+      if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("images contain NaN or infinite values")
+      if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"expected pixels in [0, 1], got values in "
+                         f"[{lo:.3g}, {hi:.3g}] (uint8 images: divide by 255)")
 
 
 def _resolve_configs(flat: Dict[str, np.ndarray], source: str,

@@ -281,7 +281,7 @@ def scale_images(image: np.ndarray, pp_config) -> List[np.ndarray]:
   x = preprocessing.normalize_value_range(image)
   out = []
   for length in pp_config.sorted_lengths:
-    r = preprocessing.resize_preserve_aspect_ratio(x, length).numpy()
+    r = preprocessing.resize_preserve_aspect_ratio(x, length)
     out.append(np.clip(np.round((r + 1.0) * 127.5), 0, 255).astype(np.uint8))
   if pp_config.max_seq_len_from_original_res is not None:
     out.append(image.astype(np.uint8))
@@ -349,7 +349,6 @@ def attention_maps(model, params, image: np.ndarray, pp_config,
   from musiq_jax import preprocessing  # pylint: disable=g-import-not-at-top
   image = np.asarray(image)
   feats = preprocessing.preprocess_image(image, pp_config)
-  feats = {k: v.numpy() for k, v in feats.items()}
   weights, _ = attention_weights(model, params, feats)
   h, w = image.shape[:2]
   return {m: heat_maps(cls_attention(weights, feats["mask"], m), feats["mask"],

@@ -62,7 +62,7 @@ def test_both_groupnorm_layouts_load_and_say_which(tmp_path, caplog):
   for name, flat in (("original", written), ("legacy", legacy)):
     paths[name] = str(tmp_path / f"{name}.npz")
     np.savez(paths[name], **{"opt/target/" + k: v for k, v in flat.items()})
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger="absl")  # absl.app may have raised it.
   loaded = {n: checkpoint.flatten(checkpoint.load_params(p, _init_tree()))
             for n, p in paths.items()}
   for k in legacy:
@@ -96,7 +96,7 @@ def test_stored_dtypes(tmp_path, caplog):
   half = tmp_path / "half.npz"
   np.savez(half, **{"opt/target/" + k: v.astype(np.float16)
                     for k, v in flat.items()})
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger="absl")  # absl.app may have raised it.
   params = checkpoint.flatten(checkpoint.load_params(str(half), _init_tree()))
   assert params["embedding/kernel"].dtype == np.float32
   np.testing.assert_array_equal(

@@ -17,10 +17,58 @@ def _encode(array, fmt, **kw):
   return buf.getvalue()
 
 
-def test_jpeg_pixels_are_tf_decode_jpeg_pixels():
-  data = _encode(mf.photo("chelsea"), "JPEG", quality=95)
+@pytest.mark.parametrize("kw", [
+    dict(quality=95), dict(quality=75, subsampling=0),
+    dict(quality=30, subsampling=1, progressive=True), dict(quality=100)])
+def test_jpeg_pixels_are_tf_decode_jpeg_pixels(kw):
+  # simplejpeg with TF's settings (fast IDCT, fancy upsampling): TF's pixels
+  # exactly (benchmarks/jpeg_decoder_check.py checks a few hundred files).
+  rgb = mf.photo("chelsea")[:101, :203]
+  for image in (rgb, rgb[..., 1]):  # Colour and greyscale.
+    data = _encode(image, "JPEG", **kw)
+    np.testing.assert_array_equal(image_io.decode_image(data),
+                                  tf.io.decode_image(data, channels=3).numpy())
+
+
+def test_lossless_formats_are_tf_decode_image_pixels():
+  # Pillow decodes these; TF's decoders give the same pixels (alpha
+  # dropped, palettes and 1/4-bit greyscale expanded) ...
+  base = Image.fromarray(mf.photo("coffee")[:64, :48])
+
+  def enc(im, fmt, **kw):
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+  cases = [enc(base, "PNG"), enc(base.convert("L"), "PNG"),
+           enc(base.convert("RGBA"), "PNG"), enc(base.convert("P"), "PNG"),
+           enc(base.convert("LA"), "PNG"), enc(base.convert("1"), "PNG"),
+           enc(base.convert("P"), "PNG", transparency=3),
+           enc(base.convert("L"), "PNG", bits=4),
+           enc(base.convert("P"), "GIF"), enc(base, "BMP"),
+           enc(base.convert("L"), "BMP")]
+  for i, data in enumerate(cases):
+    want = tf.io.decode_image(data, channels=3, expand_animations=False)
+    np.testing.assert_array_equal(image_io.decode_image(data), want.numpy(),
+                                  err_msg=f"case {i}")
+  # ... except palette BMPs, whose palette TF ignores (it returns the colour
+  # indices as grey levels); we keep Pillow's true colours.
+  data = enc(base.convert("P"), "BMP")
+  tf_px = tf.io.decode_image(data, channels=3).numpy()
+  np.testing.assert_array_equal(tf_px[..., 0],
+                                np.asarray(Image.open(io.BytesIO(data))))
   np.testing.assert_array_equal(image_io.decode_image(data),
-                                tf.io.decode_jpeg(data).numpy())
+                                np.asarray(Image.open(io.BytesIO(data))
+                                           .convert("RGB")))
+
+
+def test_jpeg_warnings_tf_tolerates_still_decode():
+  # Bytes appended after the end-of-image marker: libjpeg warns, TF and
+  # Pillow decode; so do we, with TF's pixels.
+  data = _encode(mf.photo("rocket")[:40, :64], "JPEG", quality=90)
+  noisy = data[:-2] + b"\x00" * 7 + data[-2:]
+  want = tf.io.decode_image(noisy, channels=3).numpy()
+  np.testing.assert_array_equal(image_io.decode_image(noisy), want)
 
 
 def test_greyscale_rgba_palette_cmyk_16bit_become_rgb8():

@@ -17,6 +17,7 @@ from musiq_jax import preprocessing
 from musiq_jax import scorer as scorer_lib
 import musiq_fixtures as mf
 import numpy_reference
+import tf_reference
 
 PHOTOS = ("chelsea", "coffee", "rocket")
 VARIANTS = {
@@ -107,9 +108,11 @@ def test_cli_scores_equal_numpy_reference_of_original(files):
   with np.load(ckpts["multiscale"]) as z:
     flat = {k[len("opt/target/"):]: z[k] for k in z.files
             if k.startswith("opt/target/")}
+  # The original's path end to end: TF's JPEG decoder, TF's resize and
+  # patch ops (tests/tf_reference.py), a float64 forward pass.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   pixels = tf.io.decode_jpeg((images / "chelsea.jpg").read_bytes()).numpy()
-  f = {k: v.numpy()[None] for k, v in preprocessing.preprocess_image(
+  f = {k: v[None] for k, v in tf_reference.preprocess_image(
       pixels, preprocessing.PreprocessConfig()).items()}
   ref = numpy_reference.forward(flat, f["patches"], f["spatial"], f["scale"],
                                 f["mask"], num_heads=2)
@@ -245,7 +248,7 @@ def test_full_size_original_layout_checkpoints(variant, tmp_path,
     # the file's arrays (GroupNorm (1, 1, 1, C) broadcasts over NHWC).
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     pixels = tf.io.decode_jpeg((images / "chelsea.jpg").read_bytes()).numpy()
-    f = {k: v.numpy()[None] for k, v in preprocessing.preprocess_image(
+    f = {k: v[None] for k, v in preprocessing.preprocess_image(
         pixels, preprocessing.PreprocessConfig()).items()}
     ref = numpy_reference.forward(written, f["patches"], f["spatial"],
                                   f["scale"], f["mask"], num_heads=6)
@@ -289,3 +292,68 @@ def test_sidecar_head_sets_the_readout(tmp_path):
   checkpoint.write_sidecar(path, {"head": "levels"})
   with pytest.raises(checkpoint.CheckpointError, match=r"best\.json.*MOS range"):
     scorer_lib.load_scorer(path)
+
+
+def test_scores_equal_the_tf_preprocessing_path(files):
+  # Today's scores: TF-decoded pixels, TF preprocessing, the model on
+  # tokens. The device path (decode with simplejpeg, tokens in the jitted
+  # program, bucketed canvases, batches of 3) gives the same scores.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  _, images, _, ckpts = files
+  scorer = scorer_lib.load_scorer(ckpts["multiscale"], batch_size=3)
+  paths = sorted(str(p) for p in images.iterdir() if p.suffix != ".txt")
+  got = [r.score for r in scorer.score(paths)]
+  feats = [tf_reference.preprocess_image(
+      tf.io.decode_image(open(p, "rb").read(), channels=3).numpy(),
+      scorer.pp_config) for p in paths]
+  np.testing.assert_allclose(got, scorer.score_features(feats), rtol=1e-5,
+                             atol=1e-5)
+
+
+NO_TF = """
+import importlib.abc, json, sys
+class _Block(importlib.abc.MetaPathFinder):
+  # Any import of these fails, as in an environment without them.
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "clu",
+                              "keras", "tensorboard"):
+      raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, _Block())
+sys.modules["tensorflow"] = None
+import musiq_jax
+from musiq_jax import predict
+ckpt, png, jpg = sys.argv[1:4]
+scorer = musiq_jax.load_scorer(ckpt, batch_size=2)
+scores = [r.score for r in scorer.score([png, jpg])]
+sys.argv = ["predict", "--ckpt_path=" + ckpt, "--image_path=" + png,
+            "--image_path=" + jpg, "--format=json"]
+try:
+  predict.run()
+except SystemExit as e:
+  assert e.code == 0, e.code
+print("SCORES", json.dumps(scores))
+print("LOADED", sorted(m for m, v in sys.modules.items() if v is not None
+                       and m.split(".")[0] in ("tensorflow", "tensorboard",
+                                               "tensorflow_datasets")))
+"""
+
+
+def test_scoring_imports_no_tensorflow(files):
+  # A subprocess in which importing TF fails scores a PNG and a JPEG through
+  # `load_scorer` and `predict`; scores equal this process's (which has TF).
+  _, images, _, ckpts = files
+  png, jpg = str(images / "astro.png"), str(images / "chelsea.jpg")
+  out = subprocess.run(
+      [sys.executable, "-c", NO_TF, ckpts["multiscale"], png, jpg],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.splitlines()
+  rows = [json.loads(line) for line in lines if line.startswith("{")]
+  scores = json.loads([l for l in lines if l.startswith("SCORES")][0][7:])
+  assert [r["image"] for r in rows] == [png, jpg]
+  np.testing.assert_allclose([r["score"] for r in rows], scores, rtol=1e-6)
+  assert [l for l in lines if l.startswith("LOADED")] == ["LOADED []"]
+  here = scorer_lib.load_scorer(ckpts["multiscale"]).score([png, jpg])
+  np.testing.assert_allclose(scores, [r.score for r in here], rtol=1e-5,
+                             atol=1e-5)

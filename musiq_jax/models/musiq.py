@@ -57,7 +57,12 @@ def mscn(x: jnp.ndarray, c: float = MSCN_C) -> jnp.ndarray:
       a, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=channels)
   mu = conv(x)
-  sd = jnp.sqrt(jnp.maximum(conv(x * x) - mu * mu, 0.0))
+  var = jnp.maximum(conv(x * x) - mu * mu, 0.0)
+  # sqrt's derivative is infinite at 0 (flat or zero-padded windows), which
+  # made pixel gradients NaN (`Scorer.as_loss`); the double `where` keeps
+  # the values and gives those windows a zero gradient instead.
+  positive = var > 0
+  sd = jnp.where(positive, jnp.sqrt(jnp.where(positive, var, 1.0)), 0.0)
   return (x - mu) / (sd + c)
 
 
@@ -197,5 +202,6 @@ class Model(nn.Module):
       x = nn.tanh(nn.Dense(self.representation_size, name="pre_logits")(x))
     x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                  bias_init=nn.initializers.constant(self.head_bias_init),
-                 name="head")(x.astype(jnp.float32))
+                 name="head")(x.astype(jnp.promote_types(self.dtype,
+                                                         jnp.float32)))
     return jnp.reshape(x, lead + (self.num_classes,))

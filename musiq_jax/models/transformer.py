@@ -80,9 +80,11 @@ class MultiHeadSelfAttention(nn.Module):
     key = dense(name="key")(x)
     value = dense(name="value")(x)
     query = query / jnp.sqrt(head_dim).astype(query.dtype)
-    # [B, H, Q, K] logits; softmax statistics in float32 even for bfloat16.
+    # [B, H, Q, K] logits; softmax statistics in float32 even for bfloat16
+    # (and in float64 for a float64 model: differentiable-metric checks).
+    stats = jnp.promote_types(self.dtype, jnp.float32)
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key,
-                        preferred_element_type=jnp.float32)
+                        preferred_element_type=stats)
     if mask is not None:
       logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     unnormalized = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
@@ -99,7 +101,7 @@ class MultiHeadSelfAttention(nn.Module):
       unnormalized = jnp.where(keep, unnormalized / keep_prob, 0.0)
     value = jnp.transpose(value, (0, 2, 1, 3))  # [B, H, K, D/H]
     out = jnp.einsum("bhqk,bhkd->bhqd", unnormalized.astype(self.dtype), value,
-                     preferred_element_type=jnp.float32)
+                     preferred_element_type=stats)
     out = (out / denominator).astype(self.dtype)
     return nn.DenseGeneral(
         features=width, axis=(-2, -1), dtype=self.dtype,
