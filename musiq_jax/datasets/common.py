@@ -78,7 +78,7 @@ def manual_dir(dl_manager, instructions: str, required: Sequence[str],
   The dataset folder is the first of `manual_dir` and `manual_dir/<top>` (for
   `top` in `top_folders`: the folder a dataset's archive unpacks to, so that
   both that folder and the one holding it can be passed) that holds at least
-  one of `required` (globs ok).
+  one of `required` (paths relative to that folder).
 
   Raises a ValueError carrying the download instructions when the directory is
   missing, empty, or lacks the dataset's label file.
