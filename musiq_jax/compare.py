@@ -198,15 +198,24 @@ def write_csv(rows: Sequence[Dict], path: str) -> None:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("workdir", None, "A finished run's workdir "
-                          "(repeat the flag for each model).")
-flags.DEFINE_string("split", "test", "Which predictions_<split>.npz to use.")
-flags.DEFINE_list("names", None, "Row names, one per --workdir (default: "
-                  "results.json's model field).")
-flags.DEFINE_string("out", None, "Write the Markdown table here.")
-flags.DEFINE_string("csv", None, "Write the table as CSV here.")
-flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples (0: no CIs).")
-flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
+
+
+def define_flags():
+  """Defines the CLI's flags; only when run as a program.
+
+  Library users import `compare` next to `predict` and `main` (whose
+  `--workdir` is one directory, where ours repeats), so the flags must not
+  enter the process-wide registry on import.
+  """
+  flags.DEFINE_multi_string("workdir", None, "A finished run's workdir "
+                            "(repeat the flag for each model).")
+  flags.DEFINE_string("split", "test", "Which predictions_<split>.npz to use.")
+  flags.DEFINE_list("names", None, "Row names, one per --workdir (default: "
+                    "results.json's model field).")
+  flags.DEFINE_string("out", None, "Write the Markdown table here.")
+  flags.DEFINE_string("csv", None, "Write the table as CSV here.")
+  flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples (0: no CIs).")
+  flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
 
 
 def main(argv):
@@ -224,5 +233,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flag_as_required("workdir")
   app.run(main)

@@ -129,3 +129,19 @@ def test_cli_writes_markdown_and_csv(tmp_path):
       rows[0]["srcc_hi"])
   assert float(rows[0]["srcc"]) == pytest.approx(
       scipy.stats.spearmanr(p1, label)[0], abs=1e-9)
+
+
+@pytest.mark.parametrize("order", [("compare", "predict", "main"),
+                                   ("main", "predict", "compare")])
+def test_importing_every_cli_keeps_predicts_workdir_one_directory(order):
+  # compare's --workdir repeats, predict's and main's take one directory; a
+  # process that imports all three (a notebook, pytest) must see the latter.
+  code = ("import importlib\n"
+          f"for m in {list(order)!r}: importlib.import_module('musiq_jax.' + m)\n"
+          "from absl import flags\n"
+          "flags.FLAGS(['x', '--workdir=/a'])\n"
+          "assert flags.FLAGS.workdir == '/a', flags.FLAGS.workdir\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, timeout=300,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert proc.returncode == 0, proc.stderr[-2000:]
