@@ -324,8 +324,9 @@ def merge(output: str, fmt: str, extra: Sequence[str] = ()) -> int:
                            "shard did not finish; run it again with --resume")
         if writer is None:
           if fmt == "csv" and n:
-            rows_extra = [k for k in got[0] if k not in
-                          ("image", "score", "error")]
+            rows_extra = list(dict.fromkeys(
+                k for g in got[:n] for k in g
+                if k not in ("image", "score", "error")))
           writer = make_writer(fmt, out, rows_extra)
           writer.write_header()
         if n == 0:

@@ -270,15 +270,16 @@ def _shards() -> Tuple[int, int]:
   return n, i
 
 
-def score_collection(scorer) -> int:
-  """Scores the flags' images or dataset split; returns the exit code."""
-  num_shards, index = _shards()
+def score_collection(scorer, shards=None) -> int:
+  """Scores the flags' images or dataset split; returns the exit code.
+
+  `shards`: (num_shards, shard_index), default from the flags (`_shards`).
+  """
+  num_shards, index = shards or _shards()
   fmt = FLAGS.format
   output = FLAGS.output
   if output and num_shards > 1:
     output = collection.shard_path(output, num_shards, index)
-  if FLAGS.resume and not output:
-    raise app.UsageError("--resume needs --output=FILE.")
   extra = ("mos",) if FLAGS.dataset else ()
   try:
     if FLAGS.dataset:
@@ -362,6 +363,9 @@ def main(argv):
   if not FLAGS.dataset and not next(
       collection.iter_paths(FLAGS.image_path, FLAGS.recursive), None):
     raise app.UsageError("Give at least one --image_path (file, dir or glob).")
+  if FLAGS.resume and not FLAGS.output:
+    raise app.UsageError("--resume needs --output=FILE.")
+  shards = _shards()  # Flag errors before the checkpoint loads.
   if FLAGS.save_attention:
     try:
       import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
@@ -388,7 +392,7 @@ def main(argv):
   except (checkpoint.CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  return score_collection(scorer)
+  return score_collection(scorer, shards)
 
 
 def run():
