@@ -16,6 +16,9 @@ INSTALL_REQUIRES = [
     # original's pixels without TensorFlow (musiq_jax/image_io.py).
     "simplejpeg>=1.8",
     "absl-py>=2.0",
+    # `predict`'s progress bar (images done/total, images/s, time left):
+    # the progress bar most of this field's tools already use.
+    "tqdm>=4.60",
 ]
 
 # Drawing (`predict --save_attention`, musiq_jax.visualize's plots).

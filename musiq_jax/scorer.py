@@ -28,11 +28,14 @@ import collections
 import concurrent.futures
 import dataclasses
 import os
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+import itertools
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
+                    Sequence, Union)
 
 from absl import logging
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
 from musiq_jax import checkpoint
@@ -113,7 +116,8 @@ class Scorer:
                batch_size: int = 1,
                max_native_tokens: int = DEFAULT_MAX_NATIVE_TOKENS,
                source: str = "<params>",
-               score_fn: Optional[Any] = None):
+               score_fn: Optional[Any] = None,
+               devices: Optional[Sequence[Any]] = None):
     """Builds a scorer.
 
     Args:
@@ -126,11 +130,25 @@ class Scorer:
       score_fn: head outputs [N, K] -> scores [N]; default the released
         checkpoints' read-out (`scores_from_logits`); `load_scorer` passes
         the one the model trained with (`losses.readout_for`).
+      devices: devices to split each batch over (default: this process's
+        local devices); batches are sharded on a 'data' mesh axis as the
+        trainer's (`musiq_jax.train`: batch `P('data')`, params
+        replicated), when there are several and `batch_size` is at least
+        their number (the batch is then padded to a multiple of it).
     """
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     pp_config.check()
     self.model = model
+    devices = list(jax.local_devices() if devices is None else devices)
+    self.mesh = None
+    if len(devices) > 1 and batch_size >= len(devices):
+      self.mesh = Mesh(np.asarray(devices), ("data",))
+      self._batch_sharding = NamedSharding(self.mesh, P("data"))
+      params = jax.device_put(params, NamedSharding(self.mesh, P()))
+    elif len(devices) > 1:
+      logging.info("batch_size %d < %d devices: scoring on one device.",
+                   batch_size, len(devices))
     self.params = params
     self.pp_config = pp_config
     self.batch_size = batch_size
@@ -265,8 +283,10 @@ class Scorer:
                                                      cfg) for p in pixels))
     grid = self._canvas_grid(group, length)
     size = preprocessing.canvas_size(grid, cfg)
-    canvas = np.zeros((max(self.batch_size, len(pixels)),) + size + (3,),
-                      np.uint8)
+    rows = max(self.batch_size, len(pixels))
+    if self.mesh is not None:  # Every device gets the same number of rows.
+      rows = -(-rows // self.mesh.size) * self.mesh.size
+    canvas = np.zeros((rows,) + size + (3,), np.uint8)
     plans = []
     for i, p in enumerate(pixels):
       plan = preprocessing.make_plan(p.shape[0], p.shape[1], cfg, grid, length)
@@ -275,10 +295,151 @@ class Scorer:
     plans += [preprocessing.empty_plan(plans[0])] * (len(canvas) - len(plans))
     return canvas, preprocessing.stack_plans(plans), grid
 
+  @property
+  def num_devices(self) -> int:
+    """Devices each batch is split over."""
+    return 1 if self.mesh is None else self.mesh.size
+
   def _dispatch(self, members: List[_Decoded]):
     canvas, plans, grid = self.canvas_batch([m.pixels for m in members],
                                             members[0].group)
+    if self.mesh is not None:
+      canvas, plans = jax.device_put((canvas, plans), self._batch_sharding)
     return members, self._score_canvas(self.params, canvas, plans, grid=grid)
+
+  def score_batches(self, images: Iterable[ImageLike],
+                    names: Optional[Iterable[str]] = None,
+                    *, prefetch: int = 2, window: Optional[int] = None
+                    ) -> Iterator[List[ScoreResult]]:
+    """Scores a stream of images lazily; yields results as batches finish.
+
+    Each yielded list holds the results that became ready together (those
+    of a batch just read back, and errors), in input order: concatenated,
+    the lists are the input order, one result per image. `images` (and
+    `names`) are consumed lazily, so a generator over a million files is
+    scored in constant memory: at most `batch_size + prefetch` images are
+    decoded ahead, and at most `window` decoded images wait for a batch of
+    their canvas group. When that many results wait behind an image whose
+    group has not filled a batch (a rare size in a stream), that group is
+    sent as a partial batch, so no result waits forever.
+
+    Args:
+      images: paths, encoded bytes or uint8 [h, w, 3] arrays.
+      names: one name per image (default: the path, or `<image i>`).
+      prefetch: images decoded ahead beyond one batch (a worker thread).
+      window: results held back at most (default 8 batches, at least 32).
+
+    Yields:
+      Lists of `ScoreResult`, in input order.
+    """
+    window = window or max(8 * self.batch_size, 32)
+    names = iter(names) if names is not None else None
+    pending = collections.OrderedDict()  # index -> ScoreResult, unreleased.
+    done = set()
+    in_flight = collections.deque()
+    groups = collections.OrderedDict()  # group -> [_Decoded]
+    where = {}  # index -> group, for decoded images not yet dispatched.
+
+    def collect(limit):
+      while len(in_flight) > limit:
+        members, scores = in_flight.popleft()
+        for m, s in zip(members, np.asarray(scores)):
+          pending[m.index].score = float(s)
+          done.add(m.index)
+
+    def release():
+      out = []
+      while pending:
+        i = next(iter(pending))
+        if i not in done:
+          break
+        out.append(pending.pop(i))
+        done.discard(i)
+      return out
+
+    def dispatch(group):
+      members = groups.pop(group)
+      for m in members:
+        del where[m.index]
+      in_flight.append(self._dispatch(members))
+
+    def unblock():
+      # The oldest unreleased result holds the others back: score it now.
+      out = []
+      while len(pending) > window:
+        i = next(iter(pending))
+        if i in where:
+          dispatch(where[i])
+        collect(0)
+        released = release()
+        if not released:
+          break
+        out += released
+      return out
+
+    def decode(i, image, name):
+      pixels = self.decode(image, name)
+      h, w = pixels.shape[:2]
+      return _Decoded(i, pixels, preprocessing.seq_len(h, w, self.pp_config),
+                      self._group(h, w))
+
+    def default_name(i, image):
+      return (os.fspath(image) if isinstance(image, (str, os.PathLike))
+              else f"<image {i}>")
+
+    ready: List[ScoreResult] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+      jobs = enumerate(images)
+      queue = collections.deque()
+
+      def submit_next():
+        for i, image in jobs:
+          name = next(names) if names is not None else default_name(i, image)
+          queue.append((i, name, pool.submit(decode, i, image, name)))
+          return
+
+      for _ in range(self.batch_size + max(prefetch, 0)):
+        submit_next()
+      while queue:
+        i, name, future = queue.popleft()
+        submit_next()
+        pending[i] = result = ScoreResult(image=name)
+        try:
+          item = future.result()
+        except image_io.ImageError as e:
+          result.error = e.problem
+          done.add(i)
+        else:
+          result.num_tokens = item.length
+          where[i] = item.group
+          members = groups.setdefault(item.group, [])
+          members.append(item)
+          if len(members) == self.batch_size:
+            dispatch(item.group)
+            collect(1)
+        ready += release()
+        ready += unblock()
+        if ready:
+          yield ready
+          ready = []
+    while groups:
+      dispatch(next(iter(groups)))
+      collect(1)
+      ready.extend(release())
+      if ready:
+        yield ready
+        ready = []
+    collect(0)
+    ready.extend(release())
+    if ready:
+      yield ready
+
+  def score_iter(self, images: Iterable[ImageLike],
+                 names: Optional[Iterable[str]] = None,
+                 **kwargs) -> Iterator[ScoreResult]:
+    """`score_batches`, one result at a time (input order, lazily)."""
+    return itertools.chain.from_iterable(
+        self.score_batches(images, names, **kwargs))
 
   def score(self, images: Iterable[ImageLike],
             names: Optional[Sequence[str]] = None,
@@ -290,57 +451,12 @@ class Scorer:
     so decoding overlaps the device's work instead of adding to it. Images
     are batched with others of their canvas group (`batch_size` > 1), so
     they may be scored out of order; results come back in input order.
+    For a large collection use `score_iter`/`score_batches` (lazy, results
+    as they finish).
     """
     images = list(images)
-    names = list(names) if names is not None else [
-        str(im) if isinstance(im, (str, os.PathLike)) else f"<image {i}>"
-        for i, im in enumerate(images)]
-    results = [ScoreResult(image=n) for n in names]
-    in_flight = collections.deque()
-
-    def collect(limit):
-      while len(in_flight) > limit:
-        members, scores = in_flight.popleft()
-        for m, s in zip(members, np.asarray(scores)):
-          results[m.index].score = float(s)
-
-    def decode(i, image, name):
-      pixels = self.decode(image, name)
-      h, w = pixels.shape[:2]
-      return _Decoded(i, pixels, preprocessing.seq_len(h, w, self.pp_config),
-                      self._group(h, w))
-
-    groups = collections.OrderedDict()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-      jobs = iter(enumerate(zip(images, names)))
-      queue = collections.deque()
-
-      def submit_next():
-        for i, (image, name) in jobs:
-          queue.append((i, pool.submit(decode, i, image, name)))
-          return
-
-      for _ in range(self.batch_size + max(prefetch, 0)):
-        submit_next()
-      while queue:
-        i, future = queue.popleft()
-        submit_next()
-        try:
-          item = future.result()
-        except image_io.ImageError as e:
-          results[i].error = e.problem
-          continue
-        results[i].num_tokens = item.length
-        members = groups.setdefault(item.group, [])
-        members.append(item)
-        if len(members) == self.batch_size:
-          in_flight.append(self._dispatch(groups.pop(item.group)))
-          collect(1)
-    for members in groups.values():
-      in_flight.append(self._dispatch(members))
-      collect(1)
-    collect(0)
-    return results
+    return list(self.score_iter(images, names, prefetch=prefetch,
+                                window=max(len(images), 1)))
 
   # -- The differentiable metric. ---------------------------------------------
   def _metric_impl(self, params, images):
