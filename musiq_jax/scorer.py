@@ -260,16 +260,23 @@ class Scorer:
     ch, cw = preprocessing.grid_count(h, s), preprocessing.grid_count(w, s)
     aspect = preprocessing.canvas_class(ch, cw, SMALL_CANVAS_PATCHES)
     native = cfg.max_seq_len_from_original_res
-    if aspect is None or (native is not None and native < 0):
+    if aspect is None:
       return (aspect,)
+    if native is not None and native < 0:
+      # Every native patch is kept, so the longest member sets the canvas:
+      # members within a quarter octave of patches of each other, or a batch
+      # of 300x200 and 1600x1200 photos runs at the larger size for all.
+      n = ch * cw
+      step = 1 << max(n.bit_length() - 3, 0)
+      return (aspect, None, -(-n // step))
     return (aspect, length_bucket(ch * cw, minimum=64))
 
   def _canvas_grid(self, group, length: int):
     """The canvas of a batch of a group whose longest member has `length`
     tokens: for the native scale in full, the bucket's native tokens bound
     every member's patches; else the group's own budget does."""
-    budget = (length - self._fixed_tokens() if len(group) == 1 else
-              group[1])
+    budget = (length - self._fixed_tokens() if len(group) == 1 or
+              group[1] is None else group[1])
     return preprocessing.class_grid(group[0], max(budget, 1),
                                     SMALL_CANVAS_PATCHES)
 
