@@ -140,3 +140,22 @@ def test_large_photo_path_equals_exact_model(monkeypatch):
   want = jax.jit(exact.apply)(params, x)
   got = jax.jit(large.apply)(params, x)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_group_norm_equals_flax_group_norm():
+  from musiq_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  x = jnp.asarray(np.random.default_rng(5).normal(2.0, 3.0, (3, 4, 4, 8)),
+                  jnp.float32)
+  ref = nn.GroupNorm(num_groups=4, epsilon=1e-4)
+  ours = resnet.GroupNorm(num_groups=4, epsilon=1e-4)
+  params = ref.init(jax.random.PRNGKey(0), x)
+  # Same names, shapes and initial values.
+  jax.tree.map(np.testing.assert_array_equal,
+               ours.init(jax.random.PRNGKey(0), x), params)
+  params = _random_like(params, seed=6)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x),
+                             rtol=1e-5, atol=1e-5)
+  loss = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(  # pylint: disable=g-long-lambda
+      m.apply(p, x))), argnums=(0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=1e-4, atol=1e-5), loss(ours), loss(ref))
