@@ -9,6 +9,8 @@ preprocessed tokens. Prints tables:
    two timed in turn), the speed ratio, and the score difference (pyiqa
    with the original's tanh GELU: float tolerance; pyiqa as shipped uses
    the exact erf GELU);
+   With `--torch_compile`, pyiqa under `torch.compile` (a user's best
+   PyTorch option) is timed too, in turn with ours, in its own columns;
 2. batched: 4 photos per forward pass, both models;
 3. a stream of mixed-size photos through `Scorer.score` (decode-free uint8
    arrays, preprocessing included): images/s and compilations after warm-up;
@@ -28,6 +30,7 @@ preprocessed tokens. Prints tables:
 Usage:
   python benchmarks/inference_bench.py [--repeats=5] [--skip_pyiqa]
       [--sizes=1024x768,512x384] [--batch_size=4] [--no_rss] [--e2e_only]
+      [--torch_compile] [--no_e2e]
 
 pyiqa is run from its wheel (see benchmarks/common.py for why and how); the
 first run downloads it with `pip download pyiqa==0.1.16 --no-deps`.
@@ -207,6 +210,10 @@ def main():
   ap.add_argument("--skip_pyiqa", action="store_true")
   ap.add_argument("--no_rss", action="store_true")
   ap.add_argument("--no_bf16", action="store_true")
+  ap.add_argument("--no_e2e", action="store_true",
+                  help="Skip section 7 (preprocessing and end to end).")
+  ap.add_argument("--torch_compile", action="store_true",
+                  help="Also time pyiqa under torch.compile.")
   ap.add_argument("--e2e_only", action="store_true",
                   help="Only section 7 (preprocessing and end to end).")
   args = ap.parse_args()
@@ -235,6 +242,9 @@ def main():
     pyiqa_tanh, _ = common.build_pyiqa(flat, tanh_gelu=True)
     print(f"PyTorch reference: {origin}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
+  compiled = None
+  if pyiqa is not None and args.torch_compile:
+    compiled = torch.compile(pyiqa)
 
   def run_pyiqa(model, batch):
     with torch.inference_mode():
@@ -244,9 +254,13 @@ def main():
   print("\n## Batch 1 (steady state = median of "
         f"{args.repeats}, ours and pyiqa timed in turn; speed-up = median of "
         "the per-round ratios; times in seconds)")
+  extra = (" torch.compile 1st call | torch.compile | speed-up vs compiled |"
+           if compiled is not None else "")
   print("| photo | tokens (bucket) | host tokens (NumPy) | ours 1st call | ours | "
-        "ours img/s | pyiqa | pyiqa img/s | speed-up | |Δscore| tanh / erf |")
-  print("|---|---|---|---|---|---|---|---|---|---|")
+        "ours img/s | pyiqa | pyiqa img/s | speed-up | |Δscore| tanh / erf |"
+        + extra)
+  print("|---|---|---|---|---|---|---|---|---|---|" +
+        "---|---|---|" * (compiled is not None))
   feats_1024 = None
   for key in wanted:
     name, image = photos[key]
@@ -277,6 +291,14 @@ def main():
               " |")
     else:
       row += " - | - | - | - |"
+    if compiled is not None:
+      t = time.perf_counter()
+      ref_c = run_pyiqa(compiled, exact)
+      t_cfirst = time.perf_counter() - t
+      assert abs(ref_c[0] - ref[0]) < 1e-4, (ref_c, ref)
+      _, t_c, ratio_c = alternating(
+          run, lambda: run_pyiqa(compiled, exact), args.repeats)  # pylint: disable=cell-var-from-loop
+      row += f" {t_cfirst:.1f} | {t_c:.3f} | {ratio_c:.2f}x |"
     print(row, flush=True)
     if key == "1024x768":
       feats_1024 = feats
@@ -308,6 +330,12 @@ def main():
           f"{np.abs(ours - ref).max():.1e} |")
     print(f"speed-up at batch {bs}: {ratio:.2f}x (median of the per-round "
           "ratios)")
+  if compiled is not None:
+    run_pyiqa(compiled, exact)  # Compiles for this shape.
+    _, t_c, ratio_c = alternating(
+        run, lambda: run_pyiqa(compiled, exact), max(2, args.repeats // 2))
+    print(f"pyiqa under torch.compile: {t_c:.3f} s per call = "
+          f"{bs / t_c:.2f} img/s; ours {ratio_c:.2f}x")
 
   # -- 3. Mixed-size stream through the public API. --------------------------
   stream = [photos[k][1] for k in wanted] * 2
@@ -380,7 +408,8 @@ def main():
             "assert r.error is None, r.error\n")
     print(f"\nPeak RSS (VmHWM), fresh process scoring one 1024x768 photo: "
           f"{common.rss_of(code):.2f} GB")
-  preprocessing_and_end_to_end(args)
+  if not args.no_e2e:
+    preprocessing_and_end_to_end(args)
   print(f"\n({common.loadavg()} at the end)")
 
 

@@ -12,6 +12,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from musiq_jax import compilation_cache
+
 FLAGS = flags.FLAGS
 
 config_flags.DEFINE_config_file(
@@ -31,6 +33,7 @@ flags.DEFINE_bool("distributed", False,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  compilation_cache.enable()  # --nocompilation_cache turns it off.
   # TF only feeds data: keep it off the accelerators JAX uses.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")

@@ -44,6 +44,7 @@ from absl import app
 from absl import flags
 
 from musiq_jax import collection
+from musiq_jax import compilation_cache
 
 FLAGS = flags.FLAGS
 
@@ -87,7 +88,7 @@ flags.DEFINE_integer(
     "max_native_tokens", None,
     "Refuse images whose full-size scale needs more tokens than this, with "
     "an error for that image instead of running out of memory (default "
-    "8192, about a 2900x2900 photo).")
+    "24576, a 24-megapixel photo such as 6000x4000).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "Computation dtype; float32 reproduces the original scores.")
 flags.DEFINE_string(
@@ -373,6 +374,7 @@ def main(argv):
       print("error: --save_attention draws with matplotlib, which is not "
             "installed: pip install 'musiq-jax[viz]'", file=sys.stderr)
       return 2
+  compilation_cache.enable()  # --nocompilation_cache turns it off.
   # Imported late so that --help is instant.
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from musiq_jax import checkpoint  # pylint: disable=g-import-not-at-top

@@ -47,9 +47,10 @@ from musiq_jax.models import musiq
 ImageLike = Union[str, os.PathLike, bytes, np.ndarray]
 
 # Native-resolution tokens above which an image is refused rather than risk
-# running out of memory: attention over L tokens holds 6 * L^2 floats per
-# layer (8192 tokens ~ 1.6 GB), and the patch ResNet ~64 KB per token.
-DEFAULT_MAX_NATIVE_TOKENS = 8192
+# running out of memory. From 4096 tokens attention runs in key blocks and
+# the patch ResNet embeds in chunks (`musiq.Model`), so memory grows about
+# linearly: 24576 tokens is a 24-megapixel photo (6000x4000 at 32x32 patches).
+DEFAULT_MAX_NATIVE_TOKENS = 24576
 
 # The original's scales: two ARP resizes plus the full-size image.
 MULTI_SCALE_PP = preprocessing.PreprocessConfig()

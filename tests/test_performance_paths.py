@@ -1,5 +1,7 @@
 """The fast paths compute what the plain ones do (tiny sizes; no timing)."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -84,3 +86,76 @@ def test_length_buckets_cover_with_little_padding():
       assert b <= n * 1.0625 + 16, (n, b)
     prev = b
   assert scorer_lib.length_bucket(961) == 992  # A 1024x768 photo.
+
+
+def test_blocked_attention_equals_exact_attention(monkeypatch):
+  """Key blocks + online softmax = one softmax, with padding masks, a key
+  count that does not fill the last block, CLS-only queries and gradients."""
+  monkeypatch.setattr(transformer, "_TILE_ELEMENTS", 1)  # 128-key blocks.
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, 300, 16)), jnp.float32)
+  # Example 1 has 130 real keys: whole blocks of it are masked out.
+  mask = jnp.asarray(np.arange(300)[None, None, None, :] <
+                     np.array([300, 130])[:, None, None, None])
+  exact = transformer.MultiHeadSelfAttention(num_heads=4, tiled_min_keys=0)
+  tiled = transformer.MultiHeadSelfAttention(num_heads=4, tiled_min_keys=256)
+  params = _random_like(jax.jit(lambda k: exact.init(
+      k, x, mask, deterministic=True))(jax.random.PRNGKey(0)), seed=2)
+  tiled_init = jax.jit(lambda k: tiled.init(k, x, mask, deterministic=True))(
+      jax.random.PRNGKey(0))
+  assert jax.tree.structure(tiled_init) == jax.tree.structure(params)
+  for num_queries in (None, 1):
+    f = lambda m, p, x, q=num_queries: m.apply(  # pylint: disable=g-long-lambda
+        p, x, mask, deterministic=True, num_queries=q)
+    want = jax.jit(functools.partial(f, exact))(params, x)
+    got = jax.jit(functools.partial(f, tiled))(params, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # 300 keys, blocks of 128: the scan really runs over 3 blocks.
+  assert transformer.key_block_size(2, 4, 300, 300) == 128
+  loss = lambda m: jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(  # pylint: disable=g-long-lambda
+      m.apply(p, x, mask, deterministic=True))), argnums=(0, 1)))
+  want, got = loss(exact)(params, x), loss(tiled)(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=1e-4, atol=1e-4), got, want)  # Key-bias grads: 0 + noise.
+
+
+def test_large_photo_path_equals_exact_model(monkeypatch):
+  """The large-photo path (ResNet + embedding in one chunk loop, blocked
+  attention) scores what the exact path scores on the same tokens."""
+  monkeypatch.setattr(transformer, "_TILE_ELEMENTS", 1)  # 2 key blocks.
+  cfg = model_sizes.get_model_config("tiny")
+  x = _tokens(batch=1, length=150)
+  x["mask"][0, 140:] = 0  # Padding, as a bucket adds.
+  exact = musiq.Model(num_scales=3, patch_chunk_size=32,
+                      embed_in_chunks_from=0, attention_tiled_min_keys=0,
+                      **cfg)
+  large = musiq.Model(num_scales=3, patch_chunk_size=32,
+                      embed_in_chunks_from=100, attention_tiled_min_keys=100,
+                      **cfg)
+  shapes = jax.eval_shape(exact.init, jax.random.PRNGKey(0), x)
+  # Same names and shapes on both paths.
+  assert shapes == jax.eval_shape(large.init, jax.random.PRNGKey(0), x)
+  params = _random_like(jax.tree.map(
+      lambda s: jnp.zeros(s.shape, s.dtype), shapes), seed=4)
+  want = jax.jit(exact.apply)(params, x)
+  got = jax.jit(large.apply)(params, x)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_group_norm_equals_flax_group_norm():
+  from musiq_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  x = jnp.asarray(np.random.default_rng(5).normal(2.0, 3.0, (3, 4, 4, 8)),
+                  jnp.float32)
+  ref = nn.GroupNorm(num_groups=4, epsilon=1e-4)
+  ours = resnet.GroupNorm(num_groups=4, epsilon=1e-4)
+  params = ref.init(jax.random.PRNGKey(0), x)
+  # Same names, shapes and initial values.
+  jax.tree.map(np.testing.assert_array_equal,
+               ours.init(jax.random.PRNGKey(0), x), params)
+  params = _random_like(params, seed=6)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x),
+                             rtol=1e-5, atol=1e-5)
+  loss = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(  # pylint: disable=g-long-lambda
+      m.apply(p, x))), argnums=(0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=1e-4, atol=1e-5), loss(ours), loss(ref))

@@ -107,6 +107,14 @@ class Model(nn.Module):
       on CPU. Same math: every patch is normalised on its own. Training
       does not chunk: the loop's backward pass made a CPU train step ~5x
       slower (9.5 s vs 2.1 s at 320 tokens).
+    embed_in_chunks_from: from this many patches (0 = never), the chunk
+      loop also applies the `embedding` Dense, so the [patches, 8, 8, 256]
+      ResNet output (64 KB per patch: 780 MB for a 12-megapixel photo's
+      ~12,000 patches) never exists at once; only [chunk, D] rows leave
+      each step. Below it, one Dense over all patches is faster.
+    attention_tiled_min_keys: from this many tokens (0 = never), attention
+      runs over key blocks with an online softmax instead of materialising
+      the [B, H, L, L] map (`transformer.blocked_attention`; same scores).
   """
   num_classes: int = 1
   hidden_size: int = 384
@@ -128,13 +136,28 @@ class Model(nn.Module):
   sow_attention: bool = False
   patch_chunk_size: int = 32
   head_bias_init: float = 0.0
+  embed_in_chunks_from: int = 4096
+  attention_tiled_min_keys: int = transformer.TILED_MIN_KEYS
 
-  def _patch_features(self, x, chunked: bool):
-    """[m, P, P, 3] -> [m, h', w', c'] by the patch ResNet, chunk by chunk."""
-    features = functools.partial(
+  def _embedding(self):
+    """The `embedding` Dense; a plain function, so that inside the chunk
+    loop it attaches to the loop's module (the parent in context)."""
+    return functools.partial(nn.Dense, self.hidden_size, dtype=self.dtype,
+                             name="embedding")
+
+  def _patch_features(self, x, chunked: bool, embed: bool = False):
+    """[m, P, P, 3] -> [m, h', w', c'] by the patch ResNet, chunk by chunk;
+    with `embed`, -> [m, D] (the `embedding` Dense applied in the loop)."""
+    resnet_features = functools.partial(
         resnet.resnet_patch_features, num_layers=self.resnet_num_layers,
         width=self.resnet_width, dtype=self.dtype,
         num_groups=self.resnet_num_groups)
+    if embed:
+      dense = self._embedding()
+      features = lambda v: dense()(  # pylint: disable=g-long-lambda
+          jnp.reshape(resnet_features(v), (v.shape[0], -1)))
+    else:
+      features = resnet_features
     chunk = self.patch_chunk_size if chunked else 0
     m = x.shape[0]
     if not chunk or m <= chunk:
@@ -167,9 +190,14 @@ class Model(nn.Module):
       elif self.patch_input == "mscn":
         x = mscn(x)
       if self.resnet_num_layers is not None:
-        x = self._patch_features(x, chunked=not train)
+        embed = (not train and bool(self.embed_in_chunks_from) and
+                 n * l >= self.embed_in_chunks_from and
+                 n * l > self.patch_chunk_size > 0)
+        x = self._patch_features(x, chunked=not train, embed=embed)
+        if embed:
+          return jnp.reshape(x, [n, l, -1])
       x = jnp.reshape(x, [n, l, -1])
-    return nn.Dense(self.hidden_size, dtype=self.dtype, name="embedding")(x)
+    return self._embedding()()(x)
 
   @nn.compact
   def __call__(self, inputs, *, train: bool = False):
@@ -196,6 +224,7 @@ class Model(nn.Module):
         sow_attention=self.sow_attention,
         # Only the CLS output is read; the attention maps need every token.
         cls_only=not self.sow_attention,
+        tiled_min_keys=self.attention_tiled_min_keys,
         name="Transformer")(x, spatial, scale, mask, train=train)
     x = x[:, 0]
     if self.representation_size:

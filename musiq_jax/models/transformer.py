@@ -48,6 +48,83 @@ def _layer_drop(module: nn.Module, x, rate: float, deterministic: bool):
   return 1.0 - jax.random.bernoulli(rng, rate, shape).astype(x.dtype)
 
 
+# Keys from which attention is computed in key blocks with an online softmax
+# (`blocked_attention`) instead of one [B, H, Q, K] logits array: at 4096
+# keys that array is 400 MB per layer for the 6 heads of MUSIQ, at 12,000
+# keys (a 12-megapixel photo) 3.4 GB. Below it the exact form is faster.
+TILED_MIN_KEYS = 4096
+# Elements of one [B, H, Q, key block] logits tile (256 MB in float32).
+_TILE_ELEMENTS = 1 << 26
+# Keys per block at most: 256-512 ran fastest on CPU (single attention
+# layer, 6 heads of 64, 1024-4096 keys: 2-2.5x the exact form's speed).
+_MAX_BLOCK = 512
+
+
+def key_block_size(batch: int, heads: int, queries: int, keys: int) -> int:
+  """Keys per block: a tile of about `_TILE_ELEMENTS`, a multiple of 128."""
+  block = _TILE_ELEMENTS // max(batch * heads * queries, 1)
+  block = max(128, min(_MAX_BLOCK, block // 128 * 128))
+  return min(block, -(-keys // 128) * 128)
+
+
+def blocked_attention(query, key, value, mask, *, block: int, stats_dtype):
+  """softmax(q k^T + mask) v without the full [B, H, Q, K] logits.
+
+  query [B, Q, H, d] (already scaled), key and value [B, K, H, d], mask
+  broadcastable to [B, 1, 1, K] (True = attend) or None. The keys are split
+  into blocks of `block` (the last padded and masked); a scan over them
+  keeps per-query running maxima `m`, sums `l = sum exp(s - m)` and
+  outputs `acc = sum exp(s - m) v`, rescaling both by exp(m_old - m_new)
+  when the maximum grows (the online softmax of Milakov & Gimelshein 2018,
+  as in FlashAttention, Dao et al. 2022). The result is exact attention up
+  to float rounding. Each block is rematerialised in the backward pass, so
+  gradients do not store the logits either. Returns [B, Q, H, d] in
+  `stats_dtype`.
+  """
+  b, q_len, h, d = query.shape
+  k_len = key.shape[1]
+  num_blocks = -(-k_len // block)
+  pad = num_blocks * block - k_len
+  if mask is None:
+    mask = jnp.ones((b, 1, 1, k_len), bool)
+  mask = jnp.broadcast_to(mask, (b, 1, 1, k_len))
+  if pad:
+    key = jnp.pad(key, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    value = jnp.pad(value, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    mask = jnp.pad(mask, ((0, 0), (0, 0), (0, 0), (0, pad)))
+  # Head-major layouts once, outside the loop, so that each step is two
+  # plain batched matmuls: query [B, H, Q, d], keys and values
+  # [num_blocks, B, H, block, d], masks [num_blocks, B, 1, 1, block].
+  query = jnp.transpose(query, (0, 2, 1, 3))
+  split = lambda a: jnp.transpose(jnp.reshape(  # pylint: disable=g-long-lambda
+      a, (b, num_blocks, block, h, d)), (1, 0, 3, 2, 4))
+  keys, values = split(key), split(value)
+  masks = jnp.moveaxis(jnp.reshape(mask, (b, 1, 1, num_blocks, block)), 3, 0)
+  lowest = jnp.finfo(stats_dtype).min
+
+  @jax.checkpoint
+  def step(carry, xs):
+    m, l, acc = carry  # [B, H, Q, 1], [B, H, Q, 1], [B, H, Q, d]
+    k, v, msk = xs
+    s = jnp.einsum("bhqd,bhkd->bhqk", query, k,
+                   preferred_element_type=stats_dtype)
+    s = jnp.where(msk, s, lowest)
+    m_new = jnp.maximum(m, jnp.max(s, axis=-1, keepdims=True))
+    p = jnp.exp(s - m_new)
+    correction = jnp.exp(m - m_new)
+    l = l * correction + jnp.sum(p, axis=-1, keepdims=True)
+    acc = acc * correction + jnp.einsum(
+        "bhqk,bhkd->bhqd", p.astype(v.dtype), v,
+        preferred_element_type=stats_dtype)
+    return (m_new, l, acc), None
+
+  init = (jnp.full((b, h, q_len, 1), lowest, stats_dtype),
+          jnp.zeros((b, h, q_len, 1), stats_dtype),
+          jnp.zeros((b, h, q_len, d), stats_dtype))
+  (_, l, acc), _ = jax.lax.scan(step, init, (keys, values, masks))
+  return jnp.transpose(acc / l, (0, 2, 1, 3))
+
+
 class MultiHeadSelfAttention(nn.Module):
   """Multi-head self-attention with flax's `MultiHeadDotProductAttention`
   parameters (`query`, `key`, `value`: [D, H, D/H] kernels, `out`) and math.
@@ -58,11 +135,16 @@ class MultiHeadSelfAttention(nn.Module):
   normalisation is deferred: `(exp(s - max) @ v) / sum(exp(s - max))`, the same
   result up to float rounding, with an [L, L] pass fewer. `num_queries` keeps
   only the first queries (MUSIQ's last layer needs the CLS token alone).
+
+  From `tiled_min_keys` keys on (0 = never), `blocked_attention` computes
+  the same result without the [B, H, Q, K] logits, unless attention weights
+  are sown or attention dropout is active (both need the full map).
   """
   num_heads: int
   dtype: Any = jnp.float32
   dropout_rate: float = 0.0
   kernel_init: Callable = nn.initializers.xavier_uniform()
+  tiled_min_keys: int = TILED_MIN_KEYS
 
   @nn.compact
   def __call__(self, x, mask, *, deterministic: bool,
@@ -83,6 +165,17 @@ class MultiHeadSelfAttention(nn.Module):
     # [B, H, Q, K] logits; softmax statistics in float32 even for bfloat16
     # (and in float64 for a float64 model: differentiable-metric checks).
     stats = jnp.promote_types(self.dtype, jnp.float32)
+    out_dense = nn.DenseGeneral(
+        features=width, axis=(-2, -1), dtype=self.dtype,
+        kernel_init=self.kernel_init, name="out")
+    dropout = not deterministic and self.dropout_rate > 0.0
+    k_len = key.shape[1]
+    if (self.tiled_min_keys and k_len >= self.tiled_min_keys and
+        not sow_weights and not dropout):
+      block = key_block_size(x.shape[0], self.num_heads, query.shape[1], k_len)
+      out = blocked_attention(query, key, value, mask, block=block,
+                              stats_dtype=stats)
+      return out_dense(out.astype(self.dtype))
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key,
                         preferred_element_type=stats)
     if mask is not None:
@@ -92,7 +185,7 @@ class MultiHeadSelfAttention(nn.Module):
     if sow_weights:
       self.sow("intermediates", "attention_weights",
                (unnormalized / denominator).astype(self.dtype))
-    if not deterministic and self.dropout_rate > 0.0:
+    if dropout:
       # Dropping unnormalised weights then dividing by the full sum equals
       # dropout applied to the softmax.
       keep_prob = 1.0 - self.dropout_rate
@@ -103,10 +196,7 @@ class MultiHeadSelfAttention(nn.Module):
     out = jnp.einsum("bhqk,bhkd->bhqd", unnormalized.astype(self.dtype), value,
                      preferred_element_type=stats)
     out = (out / denominator).astype(self.dtype)
-    return nn.DenseGeneral(
-        features=width, axis=(-2, -1), dtype=self.dtype,
-        kernel_init=self.kernel_init, name="out")(
-            jnp.transpose(out, (0, 2, 1, 3)))
+    return out_dense(jnp.transpose(out, (0, 2, 1, 3)))
 
 
 class Encoder1DBlock(nn.Module):
@@ -118,6 +208,7 @@ class Encoder1DBlock(nn.Module):
   attention_dropout_rate: float = 0.1
   layer_drop_p: float = 0.0
   sow_attention: bool = False
+  tiled_min_keys: int = TILED_MIN_KEYS
 
   @nn.compact
   def __call__(self, inputs, attention_mask, *, deterministic: bool,
@@ -128,6 +219,7 @@ class Encoder1DBlock(nn.Module):
         num_heads=self.num_heads,
         dtype=self.dtype,
         dropout_rate=self.attention_dropout_rate,
+        tiled_min_keys=self.tiled_min_keys,
         name="MultiHeadDotProductAttention_1")(
             x, attention_mask, deterministic=deterministic,
             num_queries=num_queries, sow_weights=self.sow_attention)
@@ -155,6 +247,7 @@ class Encoder(nn.Module):
   dtype: Any = jnp.float32
   sow_attention: bool = False
   cls_only: bool = False
+  tiled_min_keys: int = TILED_MIN_KEYS
 
   @nn.compact
   def __call__(self, x, spatial_positions, scale_positions, input_masks, *,
@@ -188,6 +281,7 @@ class Encoder(nn.Module):
           layer_drop_p=(lyr / max(self.num_layers - 1, 1)) *
           self.stochastic_layer_drop_rate,
           sow_attention=self.sow_attention,
+          tiled_min_keys=self.tiled_min_keys,
           name=f"encoderblock_{lyr}")(
               x, attention_mask, deterministic=not train,
               num_queries=(1 if self.cls_only and lyr == self.num_layers - 1
