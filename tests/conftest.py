@@ -2,9 +2,16 @@
 
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# `predict` and `main` turn on the persistent XLA compilation cache
+# (musiq_jax/compilation_cache.py): keep the tests' programs out of the
+# user's ~/.cache, in one folder per test process that its subprocesses
+# (the CLI runs) share.
+os.environ.setdefault("MUSIQ_JAX_CACHE_DIR",
+                      tempfile.mkdtemp(prefix="musiq_jax_test_xla_"))
 
 import importlib.util  # pylint: disable=g-import-not-at-top,wrong-import-order
 

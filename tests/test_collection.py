@@ -19,31 +19,6 @@ import musiq_fixtures as mf
 from test_predict import _run  # predict.main in-process.
 
 NUM_IMAGES = 60
-CACHE_ENV = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """JAX's persistent compilation cache, shared by this module's processes:
-  every `predict` run loads a new scorer (a new jitted function), and the
-  CLI runs in subprocesses; with the cache each program compiles once
-  (the kill/resume test: from ~50 s to ~25 s on a busy 2-core machine)."""
-  import jax
-  from jax._src import compilation_cache as cc  # reset_cache: no public API.
-  path = str(tmp_path_factory.mktemp("jax_cache"))
-  names = ("jax_compilation_cache_dir",
-           "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = {k: getattr(jax.config, k) for k in names}
-  for k, v in zip(names, (path, 0.0, -1)):
-    jax.config.update(k, v)
-    CACHE_ENV[k.upper()] = str(v)
-  cc.reset_cache()
-  yield
-  for k, v in old.items():
-    jax.config.update(k, v)
-  CACHE_ENV.clear()
-  cc.reset_cache()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +42,7 @@ def folder(tmp_path_factory):
 
 
 def _spawn(*args, env=None):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **CACHE_ENV, **(env or {}))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
   return subprocess.Popen([sys.executable, "-m", "musiq_jax.predict", *args],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, env=env)
