@@ -1,7 +1,7 @@
 r"""Scoring a 12-megapixel photo: peak memory and time, blocked vs exact.
 
-A 4000x3000 photo has 11,943 native tokens (12,152 with the two resized
-scales). Exact attention holds a [6, L, L] float32 map per layer (3.5 GB
+A 4000x3000 photo has 11,750 native tokens (11,943 with the two resized
+scales). Exact attention holds a [6, L, L] float32 map per layer (3.4 GB
 at that size) and the patch ResNet a [L, 8, 8, 256] output (800 MB); from
 4096 tokens the default model computes attention over key blocks with an
 online softmax and applies the embedding inside the ResNet's chunk loop

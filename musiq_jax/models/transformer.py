@@ -51,7 +51,8 @@ def _layer_drop(module: nn.Module, x, rate: float, deterministic: bool):
 # Keys from which attention is computed in key blocks with an online softmax
 # (`blocked_attention`) instead of one [B, H, Q, K] logits array: at 4096
 # keys that array is 400 MB per layer for the 6 heads of MUSIQ, at 12,000
-# keys (a 12-megapixel photo) 3.4 GB. Below it the exact form is faster.
+# keys (a 12-megapixel photo) 3.4 GB. Below it, inside the whole model, the
+# blocked form measured within noise of the exact one (docs/performance.md).
 TILED_MIN_KEYS = 4096
 # Elements of one [B, H, Q, key block] logits tile (256 MB in float32).
 _TILE_ELEMENTS = 1 << 26
