@@ -196,10 +196,11 @@ class Scorer:
       if n > self.max_native_tokens:
         raise image_io.ImageError(
             name, f"{w}x{h} image needs {n} full-resolution tokens, above "
-            f"the limit of {self.max_native_tokens} (memory grows with the "
-            "square of the tokens); pass --max_seq_len_from_original_res=N "
-            "to cut the full-size scale to N tokens (the original's option), "
-            "or raise --max_native_tokens if you have the memory")
+            f"the limit of {self.max_native_tokens} (the default, 24576, is a "
+            "24-megapixel photo; memory grows with the tokens); pass "
+            "--max_seq_len_from_original_res=N to cut the full-size scale "
+            "to N tokens (the original's option), or raise "
+            "--max_native_tokens if you have the memory")
 
   def decode(self, image: ImageLike, name: Optional[str] = None) -> np.ndarray:
     """Path, encoded bytes or uint8 [h, w, 3] array -> checked uint8 pixels."""
