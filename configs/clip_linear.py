@@ -7,7 +7,7 @@ Trained and scored by `musiq_jax.crop_train` through the main entry point:
 
   get_config()             # ViT-B/32 features on KonIQ-10k
   get_config("synthetic")  # tiny random CLIP on synthetic_iqa/small
-  get_config("runlocal")   # tiny CLIP on synthetic_iqa/tiny: tests
+  get_config("tiny")       # tiny CLIP on synthetic_iqa/tiny: tests
 
 A probe on random features is only a smoke test of the pipeline.
 """
@@ -21,7 +21,7 @@ from musiq_jax.configs import base
 def get_config(arg=None):
   """Returns the CLIP linear-probe config."""
   args = set(str(arg).split(",")) if arg else set()
-  runlocal, synthetic = "runlocal" in args, "synthetic" in args
+  runlocal, synthetic = "tiny" in args, "synthetic" in args
   cpu = runlocal or synthetic
   config = base.crop_defaults_for(runlocal, cpu)
 

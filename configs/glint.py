@@ -8,7 +8,7 @@ Adam lr 1e-5 (L2 weight decay 1e-5), cosine T_max 30 stepped per iteration,
 batch 32 of 224 crops, 25 test crops.
 
   get_config()            # the paper's setting, size "vit_small_r50", KonIQ
-  get_config("runlocal")  # "tiny" on 64 px crops of synthetic_iqa/tiny: tests
+  get_config("tiny")      # "tiny" on 64 px crops of synthetic_iqa/tiny: tests
   get_config("small")     # "small" on 64 px crops of synthetic_iqa/small: CPU
   get_config("musiq_init")  # "vit_musiq_r50": set init.musiq_npz
 
@@ -101,10 +101,10 @@ def get_model_config(name: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  """Returns the GlintIQA config; `arg` may hold "runlocal", "small" or
+  """Returns the GlintIQA config; `arg` may hold "tiny", "small" or
   "musiq_init" (comma-separated)."""
   args = str(arg).split(",") if arg else []
-  runlocal = "runlocal" in args
+  runlocal = "tiny" in args
   size = "tiny" if runlocal else "small" if "small" in args else "vit_small_r50"
   if "musiq_init" in args:  # The paper's layout, ViT blocks from MUSIQ.
     size = "vit_musiq_r50"

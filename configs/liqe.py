@@ -8,7 +8,7 @@ Trained and scored by `musiq_jax.crop_train` through the main entry point:
 
   get_config()             # the paper's setting (KonIQ-10k, ViT-B/32)
   get_config("synthetic")  # tiny random CLIP on synthetic_iqa/small: a CPU run
-  get_config("runlocal")   # tiny CLIP on synthetic_iqa/tiny, a few steps: tests
+  get_config("tiny")       # tiny CLIP on synthetic_iqa/tiny, a few steps: tests
 
 With random CLIP weights (nothing downloads them: pass
 `--config.init.clip_weights=FILE.safetensors`) LIQE's zero-shot prior is
@@ -24,7 +24,7 @@ from musiq_jax.configs import base
 def get_config(arg=None):
   """Returns the LIQE config."""
   args = set(str(arg).split(",")) if arg else set()
-  runlocal, synthetic = "runlocal" in args, "synthetic" in args
+  runlocal, synthetic = "tiny" in args, "synthetic" in args
   cpu = runlocal or synthetic
   config = base.crop_defaults_for(runlocal, cpu)
   if cpu:

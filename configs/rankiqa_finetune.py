@@ -33,6 +33,7 @@ def _pretrain_config(arg):
 
 def get_config(arg=None):
   c = _pretrain_config(arg)
+  c.task = "crops"  # musiq_jax.tasks.CropTask on MOS.
   c.stage = "finetune"
   c.loss = config_dict.ConfigDict(dict(kind="mse"))  # RankIQA: L2 on MOS.
   # A fresh head predicting 0 would start with a large MSE on MOS 1..5, so it

@@ -22,10 +22,13 @@ option only.
 import ml_collections
 from ml_collections import config_dict
 
+from musiq_jax.configs import base
+
 
 def get_config(arg=None):
-  c = ml_collections.ConfigDict()
-  c.trainer = "crop"  # musiq_jax.main dispatches to musiq_jax.crop_train.
+  base.args(arg, config="rankiqa_pretrain.py")
+  c = base.trainer_defaults(ml_collections.ConfigDict())
+  c.task = "rank"  # musiq_jax.tasks.RankTask ("crops" to fine-tune).
   c.stage = "rank"  # "rank" (this file) or "finetune".
   c.seed = 0  # Init, ranked batches and evaluation crops.
 
@@ -89,11 +92,13 @@ def get_config(arg=None):
   c.num_train_steps = 300  # RankIQA: 50k; 681 s on an idle 2-core CPU.
   c.log_every_steps = 50
   c.eval_every_steps = 200  # Finetune only (rank keeps its last step).
+  c.checkpoint_every_steps = 100
 
   # Evaluation: RankIQA scores the mean of 30 random 224 crops; 10 on CPU.
   c.eval = ml_collections.ConfigDict(dict(num_crops=10, reduce="mean"))
   c.input = ml_collections.ConfigDict(dict(
       batch_size=48,  # Unused by "rank" (fixed by the rank layout above).
+      eval_batch_size=8,  # Images per eval batch ([B, K, S, S, 3]).
       shuffle_buffer=1024, flip=True))
 
   c.init = ml_collections.ConfigDict(dict(
