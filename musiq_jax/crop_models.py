@@ -1,4 +1,4 @@
-"""The models `crop_train` trains on square crops, behind one small interface.
+"""The crop baselines behind one small interface (used by `tasks.CropTask`).
 
 `get_crop_model(config)` turns `config.model_name` into a `CropModel`: the
 Flax module plus what the crop trainer needs to know about it (how crops are
@@ -161,7 +161,7 @@ def _glint(config) -> CropModel:
 
   def init_hook(params, cfg):
     if cfg.init.get("musiq_npz"):
-      params = glint.load_vit_from_musiq(
+      params = checkpoint.load_vit_from_musiq(
           cfg.init.musiq_npz, jax.device_get(params),
           load_patch_resnet=bool(cfg.init.get("load_patch_resnet", False)))
       params = jax.tree.map(jnp.asarray, params)
@@ -286,9 +286,9 @@ NAMES = tuple(_REGISTRY)
 def get_crop_model(config: ml_collections.ConfigDict) -> CropModel:
   """The `CropModel` of `config.model_name`."""
   if config.model_name not in _REGISTRY:
-    raise ValueError(f"Unknown crop_train model {config.model_name!r}; "
+    raise ValueError(f"Unknown crop model {config.model_name!r}; "
                      f"supported: {list(NAMES)}. (MUSIQ itself trains with "
-                     "musiq_jax.train on multi-scale patch tokens.)")
+                     "task \"musiq\" on multi-scale patch tokens.)")
   return _REGISTRY[config.model_name](config)
 
 

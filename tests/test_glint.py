@@ -338,7 +338,7 @@ def test_load_vit_from_musiq_npz(tiny, tmp_path):
   # Tiny GlintIQA builds 3 blocks; a 4-block MUSIQ of the same width.
   src = mf.write_original_npz(
       path, mf.original_musiq_shapes(**dict(mf.TINY, layers=4)))
-  merged = glint.load_vit_from_musiq(path, params, load_patch_resnet=True)
+  merged = checkpoint.load_vit_from_musiq(path, params, load_patch_resnet=True)
   flat, init = checkpoint.flatten(merged), checkpoint.flatten(params)
   assert flat.keys() == init.keys()
   for k, v in flat.items():
@@ -352,7 +352,7 @@ def test_load_vit_from_musiq_npz(tiny, tmp_path):
       np.testing.assert_array_equal(v, mf.linen_layout(src)[k[len("clfe/"):]])
     else:  # Not transferable: kept from init.
       np.testing.assert_array_equal(v, init[k])
-  without = checkpoint.flatten(glint.load_vit_from_musiq(path, params))
+  without = checkpoint.flatten(checkpoint.load_vit_from_musiq(path, params))
   np.testing.assert_array_equal(without["clfe/conv_root/kernel"],
                                 init["clfe/conv_root/kernel"])
 
@@ -362,14 +362,14 @@ def test_load_vit_from_musiq_errors(tiny):
   wide = mf.random_params(mf.original_musiq_shapes(
       **dict(mf.TINY, hidden=64, layers=4)))
   with pytest.raises(checkpoint.CheckpointError, match="width 64"):
-    glint.load_vit_from_musiq(wide, params)
+    checkpoint.load_vit_from_musiq(wide, params)
   shallow = mf.random_params(mf.original_musiq_shapes(**mf.TINY))  # 2 blocks
   with pytest.raises(checkpoint.CheckpointError, match="encoderblock_2"):
-    glint.load_vit_from_musiq(shallow, params)
+    checkpoint.load_vit_from_musiq(shallow, params)
   heads = mf.random_params(mf.original_musiq_shapes(
       **dict(mf.TINY, heads=4, layers=4)))
   with pytest.raises(checkpoint.CheckpointError, match="shape mismatches"):
-    glint.load_vit_from_musiq(heads, params)
+    checkpoint.load_vit_from_musiq(heads, params)
 
 
 # ---------------------------------------------------------------------------
@@ -380,7 +380,7 @@ def test_load_vit_from_musiq_errors(tiny):
 def test_config_fields():
   config = glint_config.get_config()
   assert config.model_name == "glint" and config.loss.kind == "l1"
-  assert config.trainer == "crop" and config.stage == "finetune"
+  assert config.task == "crops" and config.stage == "finetune"
   assert config.model.size == "vit_small_r50"
   assert config.crop_size == 224 and config.eval.num_crops == 25
   assert config.optimizer.learning_rate == 1e-5
