@@ -286,7 +286,8 @@ class Trainer:
     return {k: self.replicated if k in REPLICATED_KEYS else
             self.batch_sharding for k in batch}
 
-  def train_step(self, state, batch, rng):
+  def jitted_train_step(self, batch):
+    """The jitted `train_step` for batches with these keys (e.g. to lower)."""
     key = ("train",) + tuple(sorted(batch))
     if key not in self._jitted:
       self._jitted[key] = jax.jit(
@@ -295,7 +296,11 @@ class Trainer:
                         self.replicated),
           out_shardings=(self.state_sharding, self.replicated),
           donate_argnums=0)
-    return self._jitted[key](state, batch, rng)
+    return self._jitted[key]
+
+  def train_step(self, state, batch, rng):
+    """(state, metrics) after one step on a device batch; donates `state`."""
+    return self.jitted_train_step(batch)(state, batch, rng)
 
   def eval_step(self, params, batch):
     key = ("eval",) + tuple(sorted(batch))
