@@ -183,14 +183,14 @@ def _mos_unit(config):
 
 
 def liqe_loss_fn(lc: ml_collections.ConfigDict) -> LossFn:
-  """LIQE's multitask loss on a crop batch (`clip.losses.liqe_loss`).
+  """LIQE's multitask loss on a crop batch (`losses.liqe_loss`, the fidelity head).
 
   The batch's `label` is the MOS; `distortion`/`distortion_mask` feed the
   distortion task when present. `task_weights` [K] (DWA, computed on the
   host), when present, multiply the configured weights of the tasks in
   order quality, scene, distortion (those present).
   """
-  from musiq_jax.clip import losses as clip_losses  # pylint: disable=g-import-not-at-top
+  clip_losses = losses  # LIQE's loss lives with the fidelity head.
   base = {"quality": lc.quality_weight, "scene": lc.scene_weight,
           "distortion": lc.distortion_weight}
 
