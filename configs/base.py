@@ -141,6 +141,36 @@ def tiny(c):
   return c
 
 
+# Training-set sizes (the builders' train splits) and MOS scales: what turns
+# a recipe's epochs into steps (`with_dataset`).
+DATASETS = {
+    "koniq10k": dict(train_images=7058, mos_range=(0.0, 100.0)),  # MOS_zscore
+    "kadid10k": dict(train_images=8100, mos_range=(1.0, 5.0)),  # DMOS 1..5
+    "paq2piq": dict(train_images=30000, mos_range=(0.0, 100.0)),
+    "spaq": dict(train_images=8900, mos_range=(0.0, 100.0)),
+    "ava": dict(train_images=230000, mos_range=(1.0, 10.0)),
+    "live_challenge": dict(train_images=920, mos_range=(0.0, 100.0)),
+}
+
+
+def with_dataset(c, name: str, *, epochs: int, batch_size: int,
+                 eval_every_epochs: int = 1):
+  """Sets a dataset preset: name, MOS scale, batch, and the run length in
+  steps from epochs (validation and checkpoints every `eval_every_epochs`).
+  """
+  if name not in DATASETS:
+    raise ValueError(f"No preset for dataset {name!r}; known: "
+                     f"{sorted(DATASETS)}.")
+  d = DATASETS[name]
+  c.dataset = name
+  c.mos_range = tuple(d["mos_range"])
+  c.input.batch_size = batch_size
+  c.num_train_steps = epochs * d["train_images"] // batch_size
+  c.eval_every_steps = eval_every_epochs * d["train_images"] // batch_size
+  c.checkpoint_every_steps = c.eval_every_steps
+  return c
+
+
 def args(arg, allowed=(), config="config") -> set:
   """The comma-separated words after a config file's colon, checked.
 

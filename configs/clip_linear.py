@@ -1,6 +1,6 @@
 r"""Linear probe: frozen CLIP image features -> Dense -> MOS.
 
-Trained and scored by `musiq_jax.crop_train` through the main entry point:
+Trained and scored by the trainer (task "crops") through the main entry point:
 
   python -m musiq_jax.main --config=configs/clip_linear.py:synthetic \
       --workdir=DIR --config.init.clip_weights=CLIP.safetensors
@@ -20,7 +20,7 @@ from musiq_jax.configs import base
 
 def get_config(arg=None):
   """Returns the CLIP linear-probe config."""
-  args = set(str(arg).split(",")) if arg else set()
+  args = base.args(arg, ("synthetic",), config="clip_linear.py")
   runlocal, synthetic = "tiny" in args, "synthetic" in args
   cpu = runlocal or synthetic
   config = base.crop_defaults_for(runlocal, cpu)

@@ -2,7 +2,9 @@ r"""CLIP-IQA / CLIP-IQA+ (Wang et al., AAAI 2023): an antonym prompt pair.
 
 Score = softmax(100 cos)[good] over ("Good photo.", "Bad photo.");
 CLIP-IQA+ learns 16 CoOp context vectors with MSE on MOS scaled to [0, 1]
-(FIELD_NOTES.md section 4). Trained and scored by `musiq_jax.crop_train`:
+(Wang et al., AAAI 2023, Sec. 3; github.com/IceClear/CLIP-IQA,
+`coopclipiqa.py` and `configs/clipiqa/`). Trained and scored by the
+trainer (task "crops"):
 
   python -m musiq_jax.main --config=configs/clipiqa.py:synthetic \
       --workdir=DIR --config.init.tokenizer_dir=CLIP_TOKENIZER_DIR
@@ -26,7 +28,7 @@ from musiq_jax.configs import base
 
 def get_config(arg=None):
   """Returns the CLIP-IQA(+) config."""
-  args = set(str(arg).split(",")) if arg else set()
+  args = base.args(arg, ("synthetic", "zeroshot"), config="clipiqa.py")
   runlocal, synthetic = "tiny" in args, "synthetic" in args
   zeroshot, cpu = "zeroshot" in args, runlocal or synthetic
   config = base.crop_defaults_for(runlocal, cpu)

@@ -1,6 +1,7 @@
 r"""GlintIQA-style global-local hybrid (baseline III), and its size registry.
 
-Settings follow GlintIQA's release (FIELD_NOTES.md section 6, seed 002):
+Settings follow GlintIQA's release (github.com/SYSU-Video/GlintIQA, its
+training script and model definition):
 ViT-S/16 global branch read after blocks 6-9 (patch embedding and blocks
 0-4 frozen), ResNet-50 stages 1-3 as the local branch embedded to the same
 14x14 grid, 4 progressive fusion stages, mean-pool -> MLP head, L1 loss,
@@ -12,7 +13,7 @@ batch 32 of 224 crops, 25 test crops.
   get_config("small")     # "small" on 64 px crops of synthetic_iqa/small: CPU
   get_config("musiq_init")  # "vit_musiq_r50": set init.musiq_npz
 
-Trained and evaluated by `musiq_jax.crop_train` through the main entry point:
+Trained and evaluated by the trainer (task "crops") through the main entry point:
 
   python -m musiq_jax.main --config=configs/glint.py:small --workdir=DIR
 
@@ -35,7 +36,7 @@ get_model_config = glint.get_model_config
 def get_config(arg=None):
   """Returns the GlintIQA config; `arg` may hold "tiny", "small" or
   "musiq_init" (comma-separated)."""
-  args = str(arg).split(",") if arg else []
+  args = base.args(arg, ("small", "musiq_init"), config="glint.py")
   runlocal = "tiny" in args
   size = "tiny" if runlocal else "small" if "small" in args else "vit_small_r50"
   if "musiq_init" in args:  # The paper's layout, ViT blocks from MUSIQ.

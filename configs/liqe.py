@@ -1,7 +1,8 @@
 r"""LIQE (Zhang et al., CVPR 2023): CLIP ViT-B/32 fine-tuned on 495 joint prompts.
 
-Settings follow LIQE's released training script (FIELD_NOTES.md section 4).
-Trained and scored by `musiq_jax.crop_train` through the main entry point:
+Settings follow LIQE's release (Zhang et al., CVPR 2023; github.com/zwx8981/LIQE,
+`train_unique_clip_weight.py`, `MNL_Loss.py`, `LIQE.py`).
+Trained and scored by the trainer (task "crops") through the main entry point:
 
   python -m musiq_jax.main --config=configs/liqe.py:synthetic --workdir=DIR \
       --config.init.tokenizer_dir=CLIP_TOKENIZER_DIR
@@ -23,7 +24,7 @@ from musiq_jax.configs import base
 
 def get_config(arg=None):
   """Returns the LIQE config."""
-  args = set(str(arg).split(",")) if arg else set()
+  args = base.args(arg, ("synthetic",), config="liqe.py")
   runlocal, synthetic = "tiny" in args, "synthetic" in args
   cpu = runlocal or synthetic
   config = base.crop_defaults_for(runlocal, cpu)

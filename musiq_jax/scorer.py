@@ -478,7 +478,7 @@ def load_scorer(ckpt_path: Optional[str] = None,
   """Loads an original-layout `.npz` (released or exported by training).
 
   Scores as the model was trained to: with `best.json` beside the file (an
-  export of `musiq_jax.train`), its model and preprocessing config and the
+  export of `musiq_jax.trainer`), its model and preprocessing config and the
   read-out of its `head` (`losses.readout_for`: regression output, AVA-style
   distribution mean, or rating levels over its `mos_range`); without one, as
   the original `run_predict_image.py` (the logit, or the softmax mean of

@@ -351,3 +351,17 @@ def test_sigkill_and_resume_equals_uninterrupted(data_dir, tmp_path, moment,
   assert set(a) == set(b)
   for k in a:
     np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_config_words_and_dataset_presets():
+  with pytest.raises(ValueError, match=r"koniq\.py: unknown argument.*tinny"):
+    load_config(os.path.join(ROOT, "configs", "koniq.py"), "tinny")
+  c = load_config(os.path.join(ROOT, "configs", "koniq.py"))
+  # 30 epochs of KonIQ's 7058 training images at batch 32, validated and
+  # checkpointed once an epoch, on the 0..100 MOS scale.
+  assert (c.num_train_steps, c.eval_every_steps) == (30 * 7058 // 32,
+                                                     7058 // 32)
+  assert c.checkpoint_every_steps == c.eval_every_steps
+  assert tuple(c.mos_range) == (0.0, 100.0) and c.dataset == "koniq10k"
+  c = load_config(os.path.join(ROOT, "configs", "livec.py"))
+  assert c.eval_every_steps == 5 * 920 // 32
