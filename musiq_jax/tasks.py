@@ -588,9 +588,7 @@ class RankTask(CropTask):
     from musiq_jax import rankiqa  # pylint: disable=g-import-not-at-top
     c = self.config
     r = c.rank
-    images = rankiqa.synthetic_pristine_images(
-        split=r.pristine_split, max_side=r.max_side, seed=r.split_seed)
-    images = [fit_crop(im, c.crop_size) for im in images]
+    images = [fit_crop(im, c.crop_size) for im in _pristine_photos(c)]
     gen = rankiqa.RankedBatchGenerator(images, rankiqa.RankBatchConfig(
         distortion_names=tuple(r.distortion_names),
         types_per_batch=r.types_per_batch,
@@ -602,6 +600,31 @@ class RankTask(CropTask):
                                    prefetch=2).as_numpy_iterator():
       yield _process_rows({k: batch[k] for k in
                            ("image", "level", "group", "weight")})
+
+
+def _pristine_photos(config):
+  """The pristine photos of `rank.pristine_split` of the synthetic dataset.
+
+  A `synthetic_iqa` config with fixed validation/test contents (e.g.
+  "demo") uses its own split (its training photos and extra training
+  photos); the others the builder's seeded random split (`rank.split_seed`).
+  """
+  from musiq_jax import rankiqa  # pylint: disable=g-import-not-at-top
+  r = config.rank
+  name, _, cfg_name = config.dataset.partition("/")
+  if name == "synthetic_iqa" and r.pristine_split == "train":
+    from musiq_jax.datasets import synthetic_iqa  # pylint: disable=g-import-not-at-top
+    configs = synthetic_iqa.SyntheticIqa.BUILDER_CONFIGS
+    b = next((b for b in configs if b.name == cfg_name), configs[0])
+    if b.validation_contents:
+      held = set(b.validation_contents) | set(b.test_contents)
+      names = [n for n in tuple(b.contents or synthetic_iqa.CONTENTS) +
+               tuple(b.extra_train_contents)
+               if n not in held]
+      return rankiqa.synthetic_pristine_images(max_side=r.max_side,
+                                               contents=names)
+  return rankiqa.synthetic_pristine_images(
+      split=r.pristine_split, max_side=r.max_side, seed=r.split_seed)
 
 
 class _DwaState:
