@@ -1,8 +1,9 @@
 r"""MUSIQ training-step throughput (padded vs bucketed batches) and memory.
 
-A self-contained jitted step (the default MUSIQ model, SGD momentum 0.9 with
-global-norm clipping 1.0 as configs/base.py, MSE on the score, donated
-state) on token batches built directly, shaped like the default training
+The trainer's own jitted step (`musiq_jax.trainer.Trainer.train_step` of
+configs/koniq.py: the default MUSIQ model, SGD momentum 0.9 with global-norm
+clipping 1.0, MSE on the score, donated state, one device) on token batches
+built directly, shaped like the default training
 config: scales 224 and 384 plus at most 512 native tokens, i.e. 193 + min(
 native patches, 512) real tokens per image, for a KonIQ/SPAQ-like mix of
 photo sizes. Prints:
@@ -32,12 +33,11 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-import optax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from musiq_jax import preprocessing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from musiq_jax import scorer as scorer_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from musiq_jax.configs import models as model_sizes  # pylint: disable=g-import-not-at-top,wrong-import-position
-from musiq_jax.models import musiq  # pylint: disable=g-import-not-at-top,wrong-import-position
+from musiq_jax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from musiq_jax.configs import koniq  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NATIVE_CAP = 512  # configs/base.py: pp.max_seq_len_from_original_res.
 BASE = 49 + 144  # Tokens of the 224 and 384 scales.
@@ -67,33 +67,24 @@ def token_batch(lengths, length: int, rng) -> dict:
   }
 
 
-def make_step(model):
-  tx = optax.chain(optax.clip_by_global_norm(1.0),
-                   optax.sgd(1e-3, momentum=0.9))
+def make_trainer():
+  """The trainer of the default config (KonIQ's), on one device."""
+  return trainer_lib.Trainer(koniq.get_config(), devices=jax.devices()[:1])
 
-  def loss_fn(params, batch, rng):
-    pred = model.apply({"params": params}, batch, train=True,
-                       rngs={"dropout": rng})[:, 0]
-    return jnp.mean((pred - batch["label"])**2)
 
-  @functools.partial(jax.jit, donate_argnums=(0,))
+def make_step(trainer):
+  """step(state, numpy batch, rng): the trainer's own train_step."""
+
   def step(state, batch, rng):
-    params, opt_state = state
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch, rng)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), loss
+    batch = dict(batch, valid=np.ones(batch["mask"].shape[:1], np.float32))
+    state, out = trainer.train_step(state, trainer.device_batch(batch), rng)
+    return state, out["loss"]
 
-  return tx, step
-
-
-def init_state(model, tx):
-  dummy = token_batch([8], 8, np.random.default_rng(0))
-  params = jax.jit(model.init)(jax.random.PRNGKey(0), dummy)["params"]
-  return params, tx.init(params)
+  return step
 
 
-def default_model():
-  return musiq.Model(num_scales=3, **model_sizes.get_model_config("musiq"))
+def init_state(trainer):
+  return trainer.init_state(jax.random.PRNGKey(0))
 
 
 def run_mode(step, state, batches, rng_seed=0):
@@ -128,10 +119,10 @@ def main():
                   help=argparse.SUPPRESS)  # Internal: run steps, then exit.
   args = ap.parse_args()
 
-  model = default_model()
-  tx, step = make_step(model)
+  trainer = make_trainer()
+  step = make_step(trainer)
   if args.rss_probe:  # Fresh process: one compile + two steps at this batch.
-    state = init_state(model, tx)
+    state = init_state(trainer)
     rng = np.random.default_rng(0)
     b = token_batch(real_lengths(args.rss_probe), BASE + NATIVE_CAP, rng)
     b["label"] = np.zeros([args.rss_probe], np.float32)
@@ -159,7 +150,7 @@ def main():
     b["label"] = labels[idx]
     bucketed.append(b)
 
-  state = init_state(model, tx)
+  state = init_state(trainer)
   print(f"\n## Train step, default MUSIQ, batch {bs}, {args.steps} steps "
         f"per mode ({n} images; real tokens per image {lengths.min()}.."
         f"{lengths.max()}, mean {lengths.mean():.0f})")
@@ -178,7 +169,10 @@ def main():
   b = token_batch(real_lengths(big), BASE + NATIVE_CAP,
                   np.random.default_rng(0))
   b["label"] = np.zeros([big], np.float32)
-  mem = step.lower(state, b, jax.random.PRNGKey(0)).compile().memory_analysis()
+  b["valid"] = np.ones([big], np.float32)
+  b = trainer.device_batch(b)
+  mem = trainer.jitted_train_step(b).lower(
+      state, b, jax.random.PRNGKey(0)).compile().memory_analysis()
   if mem is not None:
     print(f"\nXLA buffers for one step at batch {big} x 705 tokens: "
           f"temp {mem.temp_size_in_bytes / 1e9:.2f} GB, arguments "

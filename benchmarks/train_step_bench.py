@@ -4,20 +4,20 @@ r"""Train-step speed and memory of the default MUSIQ on KonIQ-sized inputs.
 
 Feeds synthetic token batches shaped like KonIQ's 1024x768 photos in the
 paper's training setting (224 + 384 scales + at most 512 native tokens:
-49 + 144 + 512 = 705 tokens) straight to the jitted optax step (no tf.data,
-so it runs where TensorFlow is not installed, e.g. a GPU box). Prints
-steps/s, images/s, real tokens/s and peak device memory.
+49 + 144 + 512 = 705 tokens) straight to the trainer's own jitted step
+(`musiq_jax.trainer.Trainer.train_step` of configs/koniq.py, one device; no
+tf.data, so it runs where TensorFlow is not installed, e.g. a GPU box).
+Prints steps/s, images/s, real tokens/s and peak device memory.
 """
 
 import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-from musiq_jax.models import musiq
+from musiq_jax import trainer as trainer_lib
+from musiq_jax.configs import koniq
 
 
 def main():
@@ -27,45 +27,37 @@ def main():
   p.add_argument("--tokens", type=int, default=705)
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = p.parse_args()
-  dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
-  model = musiq.Model(num_scales=3, dropout_rate=0.1, dtype=dtype)
+  config = koniq.get_config()
+  config.dtype = args.dtype
+  config.input.batch_size = args.batch_size
+  trainer = trainer_lib.Trainer(config, devices=jax.devices()[:1])
   rng = np.random.default_rng(0)
   b, l = args.batch_size, args.tokens
   mask = np.ones((b, l), np.int32)
   mask[:, 49 - 14:49] = 0  # 224 scale of a 4:3 image: 7x5 real tokens.
   mask[:, 193 - 48:193] = 0  # 384 scale: 12x8 real tokens.
-  batch = {
-      "patches": jnp.asarray(rng.uniform(-1, 1, (b, l, 3072)), jnp.float32),
-      "spatial": jnp.asarray(rng.integers(0, 100, (b, l)), jnp.int32),
-      "scale": jnp.asarray(np.repeat([[0] * 49 + [1] * 144 + [2] * (l - 193)],
-                                     b, 0), jnp.int32),
-      "mask": jnp.asarray(mask),
-      "label": jnp.asarray(rng.uniform(0, 100, b), jnp.float32),
-  }
-  params = jax.jit(model.init)(jax.random.PRNGKey(0),
-                               {k: v[:1] for k, v in batch.items()})["params"]
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(2e-3, 0.9))
-  opt_state = tx.init(params)
+  batch = trainer.device_batch({
+      "patches": rng.uniform(-1, 1, (b, l, 3072)).astype(np.float32),
+      "spatial": rng.integers(0, 100, (b, l)).astype(np.int32),
+      "scale": np.repeat([[0] * 49 + [1] * 144 + [2] * (l - 193)], b,
+                         0).astype(np.int32),
+      "mask": mask,
+      "label": rng.uniform(0, 100, b).astype(np.float32),
+      "valid": np.ones(b, np.float32),
+  })
+  state = trainer.init_state(jax.random.PRNGKey(0))
 
-  def step(params, opt_state, batch, rng):
-    def loss_fn(p):
-      out = model.apply({"params": p}, batch, train=True,
-                        rngs={"dropout": rng})[:, 0]
-      return jnp.mean((out - batch["label"])**2)
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+  def step(state, batch, rng):
+    state, out = trainer.train_step(state, batch, rng)
+    return state, out["loss"]
 
-  step = jax.jit(step, donate_argnums=(0, 1))
   t0 = time.perf_counter()
-  params, opt_state, loss = step(params, opt_state, batch,
-                                 jax.random.PRNGKey(1))
+  state, loss = step(state, batch, jax.random.PRNGKey(1))
   loss.block_until_ready()
   compile_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   for i in range(args.steps):
-    params, opt_state, loss = step(params, opt_state, batch,
-                                   jax.random.PRNGKey(i))
+    state, loss = step(state, batch, jax.random.PRNGKey(i))
   loss.block_until_ready()
   dt = (time.perf_counter() - t0) / args.steps
   stats = jax.devices()[0].memory_stats() or {}

@@ -14,6 +14,7 @@ from musiq_jax.configs import models
 def get_config(arg=None):
   del arg
   c = ml_collections.ConfigDict()
+  c.task = "musiq"  # musiq_jax.tasks: "musiq", "crops" or "rank".
   c.seed = 0
   c.mode = "train"  # "train", or "eval": score a checkpoint on eval_splits.
 
@@ -140,15 +141,75 @@ def tiny(c):
   return c
 
 
+# Training-set sizes (the builders' train splits) and MOS scales: what turns
+# a recipe's epochs into steps (`with_dataset`).
+DATASETS = {
+    "koniq10k": dict(train_images=7058, mos_range=(0.0, 100.0)),  # MOS_zscore
+    "kadid10k": dict(train_images=8100, mos_range=(1.0, 5.0)),  # DMOS 1..5
+    "paq2piq": dict(train_images=30000, mos_range=(0.0, 100.0)),
+    "spaq": dict(train_images=8900, mos_range=(0.0, 100.0)),
+    "ava": dict(train_images=230000, mos_range=(1.0, 10.0)),
+    "live_challenge": dict(train_images=920, mos_range=(0.0, 100.0)),
+}
+
+
+def with_dataset(c, name: str, *, epochs: int, batch_size: int,
+                 eval_every_epochs: int = 1):
+  """Sets a dataset preset: name, MOS scale, batch, and the run length in
+  steps from epochs (validation and checkpoints every `eval_every_epochs`).
+  """
+  if name not in DATASETS:
+    raise ValueError(f"No preset for dataset {name!r}; known: "
+                     f"{sorted(DATASETS)}.")
+  d = DATASETS[name]
+  c.dataset = name
+  c.mos_range = tuple(d["mos_range"])
+  c.input.batch_size = batch_size
+  c.num_train_steps = epochs * d["train_images"] // batch_size
+  c.eval_every_steps = eval_every_epochs * d["train_images"] // batch_size
+  c.checkpoint_every_steps = c.eval_every_steps
+  return c
+
+
+def args(arg, allowed=(), config="config") -> set:
+  """The comma-separated words after a config file's colon, checked.
+
+  Every config takes "tiny" (test-sized: tiny model, tiny data, a few
+  steps); `allowed` lists its other words.
+  """
+  words = {w for w in str(arg).split(",") if w} if arg else set()
+  unknown = words - set(allowed) - {"tiny"}
+  if unknown:
+    raise ValueError(f"{config}: unknown argument(s) {sorted(unknown)}; "
+                     f"use {sorted(set(allowed) | {'tiny'})}.")
+  return words
+
+
+def trainer_defaults(c):
+  """The trainer's fields every schema shares (see musiq_jax.trainer)."""
+  c.mode = "train"  # "train", or "eval": score a checkpoint on eval_splits.
+  # > 0: an exponential moving average of the weights is validated,
+  # selected and exported (see get_config).
+  c.ema_decay = 0.0
+  c.checkpoint_every_steps = 100
+  c.max_checkpoints_to_keep = 2
+  # Mesh axis sizes (-1 = the rest of the devices); params replicated
+  # unless a rule (regex over the param path, PartitionSpec entries) shards
+  # them on 'model'.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
+  c.sharding_rules = ()
+  return c
+
+
 def crop_defaults(dataset: str, mos_range=(1.0, 5.0)):
-  """The fields `musiq_jax.crop_train` reads, shared by the crop baselines.
+  """The schema of the crop baselines (task "crops" of musiq_jax.tasks).
 
   Crop baselines (RankIQA's CNN, GlintIQA, the CLIP heads) train on square
   random crops (+ flip) and score an image by pooling `eval.num_crops`
   crops; each config then sets its model, crop size, loss and optimizer.
   """
-  c = ml_collections.ConfigDict()
-  c.trainer = "crop"  # musiq_jax.main dispatches to musiq_jax.crop_train.
+  c = trainer_defaults(ml_collections.ConfigDict())
+  c.task = "crops"  # musiq_jax.tasks.CropTask.
   c.stage = "finetune"  # MOS training ("rank": RankIQA's pre-training).
   c.seed = 0  # Init, crops, dropout (folded with the step).
   c.dataset = dataset
@@ -161,6 +222,7 @@ def crop_defaults(dataset: str, mos_range=(1.0, 5.0)):
   c.eval_splits = ("validation", "test")
   c.input = ml_collections.ConfigDict(dict(
       batch_size=16,
+      eval_batch_size=8,  # Images per eval batch ([B, K, S, S, 3]).
       crops_per_image=1,  # Crops of one photo per example ([B, K, S, S, 3]).
       flip=True,  # Horizontal flip: it does not alter quality.
       shuffle_buffer=1024,
@@ -170,7 +232,6 @@ def crop_defaults(dataset: str, mos_range=(1.0, 5.0)):
       sampler="random",  # "random" windows, or "liqe" (evenly spaced).
       num_crops=10,
       reduce="mean",  # Pools crop scores (scalar models).
-      images_per_call=8,  # Multi-crop models: images scored per call.
       resize=768,  # "liqe": shorter side to this when both sides reach it.
       stride=32))  # "liqe": unfold stride.
   c.init = ml_collections.ConfigDict(dict(
@@ -179,6 +240,7 @@ def crop_defaults(dataset: str, mos_range=(1.0, 5.0)):
       dont_load=()))  # Regexes of params re-initialised when loading.
   c.log_every_steps = 50
   c.eval_every_steps = 100  # Best-by-validation-SRCC selection.
+  c.checkpoint_every_steps = 100
   return c
 
 

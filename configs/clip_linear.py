@@ -1,13 +1,13 @@
 r"""Linear probe: frozen CLIP image features -> Dense -> MOS.
 
-Trained and scored by `musiq_jax.crop_train` through the main entry point:
+Trained and scored by the trainer (task "crops") through the main entry point:
 
   python -m musiq_jax.main --config=configs/clip_linear.py:synthetic \
       --workdir=DIR --config.init.clip_weights=CLIP.safetensors
 
   get_config()             # ViT-B/32 features on KonIQ-10k
   get_config("synthetic")  # tiny random CLIP on synthetic_iqa/small
-  get_config("runlocal")   # tiny CLIP on synthetic_iqa/tiny: tests
+  get_config("tiny")       # tiny CLIP on synthetic_iqa/tiny: tests
 
 A probe on random features is only a smoke test of the pipeline.
 """
@@ -20,8 +20,8 @@ from musiq_jax.configs import base
 
 def get_config(arg=None):
   """Returns the CLIP linear-probe config."""
-  args = set(str(arg).split(",")) if arg else set()
-  runlocal, synthetic = "runlocal" in args, "synthetic" in args
+  args = base.args(arg, ("synthetic",), config="clip_linear.py")
+  runlocal, synthetic = "tiny" in args, "synthetic" in args
   cpu = runlocal or synthetic
   config = base.crop_defaults_for(runlocal, cpu)
 

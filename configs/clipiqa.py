@@ -2,7 +2,9 @@ r"""CLIP-IQA / CLIP-IQA+ (Wang et al., AAAI 2023): an antonym prompt pair.
 
 Score = softmax(100 cos)[good] over ("Good photo.", "Bad photo.");
 CLIP-IQA+ learns 16 CoOp context vectors with MSE on MOS scaled to [0, 1]
-(FIELD_NOTES.md section 4). Trained and scored by `musiq_jax.crop_train`:
+(Wang et al., AAAI 2023, Sec. 3; github.com/IceClear/CLIP-IQA,
+`coopclipiqa.py` and `configs/clipiqa/`). Trained and scored by the
+trainer (task "crops"):
 
   python -m musiq_jax.main --config=configs/clipiqa.py:synthetic \
       --workdir=DIR --config.init.tokenizer_dir=CLIP_TOKENIZER_DIR
@@ -10,7 +12,7 @@ CLIP-IQA+ learns 16 CoOp context vectors with MSE on MOS scaled to [0, 1]
   get_config()             # CLIP-IQA+ on KonIQ-10k, ViT-B/32
   get_config("zeroshot")   # no training (num_train_steps 0): zero-shot scores
   get_config("synthetic")  # tiny random CLIP on synthetic_iqa/small: a CPU run
-  get_config("runlocal")   # tiny CLIP on synthetic_iqa/tiny: tests
+  get_config("tiny")       # tiny CLIP on synthetic_iqa/tiny: tests
 
 The original uses an RN50 CLIP without positional embedding (any input
 size); the modified-ResNet tower is not implemented, so ViT-B/32 on 224
@@ -26,8 +28,8 @@ from musiq_jax.configs import base
 
 def get_config(arg=None):
   """Returns the CLIP-IQA(+) config."""
-  args = set(str(arg).split(",")) if arg else set()
-  runlocal, synthetic = "runlocal" in args, "synthetic" in args
+  args = base.args(arg, ("synthetic", "zeroshot"), config="clipiqa.py")
+  runlocal, synthetic = "tiny" in args, "synthetic" in args
   zeroshot, cpu = "zeroshot" in args, runlocal or synthetic
   config = base.crop_defaults_for(runlocal, cpu)
 

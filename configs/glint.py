@@ -1,6 +1,7 @@
 r"""GlintIQA-style global-local hybrid (baseline III), and its size registry.
 
-Settings follow GlintIQA's release (FIELD_NOTES.md section 6, seed 002):
+Settings follow GlintIQA's release (github.com/SYSU-Video/GlintIQA, its
+training script and model definition):
 ViT-S/16 global branch read after blocks 6-9 (patch embedding and blocks
 0-4 frozen), ResNet-50 stages 1-3 as the local branch embedded to the same
 14x14 grid, 4 progressive fusion stages, mean-pool -> MLP head, L1 loss,
@@ -8,11 +9,11 @@ Adam lr 1e-5 (L2 weight decay 1e-5), cosine T_max 30 stepped per iteration,
 batch 32 of 224 crops, 25 test crops.
 
   get_config()            # the paper's setting, size "vit_small_r50", KonIQ
-  get_config("runlocal")  # "tiny" on 64 px crops of synthetic_iqa/tiny: tests
+  get_config("tiny")      # "tiny" on 64 px crops of synthetic_iqa/tiny: tests
   get_config("small")     # "small" on 64 px crops of synthetic_iqa/small: CPU
   get_config("musiq_init")  # "vit_musiq_r50": set init.musiq_npz
 
-Trained and evaluated by `musiq_jax.crop_train` through the main entry point:
+Trained and evaluated by the trainer (task "crops") through the main entry point:
 
   python -m musiq_jax.main --config=configs/glint.py:small --workdir=DIR
 
@@ -20,91 +21,23 @@ Model sizes live in `GLINT_SIZES` (exact parameter counts are asserted in
 tests/test_glint.py). Departures from the paper are listed in docs/glint.md.
 """
 
-import copy
-
 import ml_collections
 from ml_collections import config_dict
 
 from musiq_jax.configs import base
+from musiq_jax.models import glint
 
-GLINT_SIZES = {
-    # The paper's model: ViT-S/16 (384-d, 12 layers, 6 heads, MLP 1536;
-    # blocks 10-11 are not built since only blocks 6-9 are read), the first
-    # 3 stages of ResNet-50 (width 64: 256/512/1024 channels at stride
-    # 4/8/16), embedded by 4x4/2x2/1x1 convs to the 14x14 grid of 224 crops.
-    "vit_small_r50": dict(
-        patch_size=16,
-        hidden_size=384,
-        num_layers=12,
-        num_heads=6,
-        mlp_dim=1536,
-        feature_layers=(6, 7, 8, 9),
-        resnet_num_layers=50,
-        resnet_num_stages=3,
-        resnet_width=64,
-        image_size=224,
-    ),
-    # The paper's layout with the released MUSIQ's block shape (MLP 1152
-    # instead of ViT-S's 1536, 14 layers): MUSIQ's transformer blocks 0-9
-    # load into it (`glint.load_vit_from_musiq`), timm's ViT-S cannot be
-    # fetched here.
-    "vit_musiq_r50": dict(
-        patch_size=16,
-        hidden_size=384,
-        num_layers=14,
-        num_heads=6,
-        mlp_dim=1152,
-        feature_layers=(6, 7, 8, 9),
-        resnet_num_layers=50,
-        resnet_num_stages=3,
-        resnet_width=64,
-        image_size=224,
-    ),
-    # CPU demo size: 3 fusion stages, 3 CNN stages of single units.
-    "small": dict(
-        patch_size=16,
-        hidden_size=64,
-        num_layers=4,
-        num_heads=4,
-        mlp_dim=128,
-        feature_layers=(1, 2, 3),
-        resnet_num_layers=11,
-        resnet_num_stages=3,
-        resnet_width=32,
-        image_size=64,
-    ),
-    # For tests: every piece present (2 fusion stages, 2 CNN stages), as
-    # small as GroupNorm(32) allows; 64 px crops -> a 4x4 token grid.
-    "tiny": dict(
-        patch_size=16,
-        hidden_size=32,
-        num_layers=3,
-        num_heads=2,
-        mlp_dim=64,
-        feature_layers=(1, 2),
-        resnet_num_layers=8,
-        resnet_num_stages=2,
-        resnet_width=32,
-        image_size=64,
-    ),
-}
-
-NAMES = tuple(GLINT_SIZES)
-
-
-def get_model_config(name: str) -> ml_collections.ConfigDict:
-  """The hyperparameters of a registered GlintIQA size (a fresh copy)."""
-  if name not in GLINT_SIZES:
-    raise ValueError(f"Unknown GlintIQA size {name!r}; known: "
-                     f"{sorted(GLINT_SIZES)}.")
-  return ml_collections.ConfigDict(copy.deepcopy(GLINT_SIZES[name]))
+# The size registry lives with the model (musiq_jax/models/glint.py).
+GLINT_SIZES = glint.GLINT_SIZES
+NAMES = glint.NAMES
+get_model_config = glint.get_model_config
 
 
 def get_config(arg=None):
-  """Returns the GlintIQA config; `arg` may hold "runlocal", "small" or
+  """Returns the GlintIQA config; `arg` may hold "tiny", "small" or
   "musiq_init" (comma-separated)."""
-  args = str(arg).split(",") if arg else []
-  runlocal = "runlocal" in args
+  args = base.args(arg, ("small", "musiq_init"), config="glint.py")
+  runlocal = "tiny" in args
   size = "tiny" if runlocal else "small" if "small" in args else "vit_small_r50"
   if "musiq_init" in args:  # The paper's layout, ViT blocks from MUSIQ.
     size = "vit_musiq_r50"
@@ -125,7 +58,7 @@ def get_config(arg=None):
 
   # A MUSIQ .npz whose blocks match the ViT's (width, heads, MLP; size
   # "vit_musiq_r50" for the released MUSIQ): its Transformer blocks 0..9
-  # load into the ViT (`glint.load_vit_from_musiq`). None = random init.
+  # load into the ViT (`checkpoint.load_vit_from_musiq`). None = random init.
   # The paper starts from timm's ImageNet ViT-S/16, which we cannot fetch.
   config.init.musiq_npz = config_dict.placeholder(str)
   config.init.load_patch_resnet = False  # also MUSIQ's root + block1/unit1

@@ -1,14 +1,15 @@
 r"""LIQE (Zhang et al., CVPR 2023): CLIP ViT-B/32 fine-tuned on 495 joint prompts.
 
-Settings follow LIQE's released training script (FIELD_NOTES.md section 4).
-Trained and scored by `musiq_jax.crop_train` through the main entry point:
+Settings follow LIQE's release (Zhang et al., CVPR 2023; github.com/zwx8981/LIQE,
+`train_unique_clip_weight.py`, `MNL_Loss.py`, `LIQE.py`).
+Trained and scored by the trainer (task "crops") through the main entry point:
 
   python -m musiq_jax.main --config=configs/liqe.py:synthetic --workdir=DIR \
       --config.init.tokenizer_dir=CLIP_TOKENIZER_DIR
 
   get_config()             # the paper's setting (KonIQ-10k, ViT-B/32)
   get_config("synthetic")  # tiny random CLIP on synthetic_iqa/small: a CPU run
-  get_config("runlocal")   # tiny CLIP on synthetic_iqa/tiny, a few steps: tests
+  get_config("tiny")       # tiny CLIP on synthetic_iqa/tiny, a few steps: tests
 
 With random CLIP weights (nothing downloads them: pass
 `--config.init.clip_weights=FILE.safetensors`) LIQE's zero-shot prior is
@@ -23,8 +24,8 @@ from musiq_jax.configs import base
 
 def get_config(arg=None):
   """Returns the LIQE config."""
-  args = set(str(arg).split(",")) if arg else set()
-  runlocal, synthetic = "runlocal" in args, "synthetic" in args
+  args = base.args(arg, ("synthetic",), config="liqe.py")
+  runlocal, synthetic = "tiny" in args, "synthetic" in args
   cpu = runlocal or synthetic
   config = base.crop_defaults_for(runlocal, cpu)
   if cpu:

@@ -6,20 +6,14 @@ seeded split. KonIQ-like recipe scaled down: SGD, lr 1e-3, 50 epochs.
 
 from musiq_jax.configs import base
 
-TRAIN_IMAGES = 920
-
 
 def get_config(arg=None):
+  words = base.args(arg, config="livec.py")
   c = base.get_config()
-  c.dataset = "live_challenge"
-  c.mos_range = (0.0, 100.0)
-  c.input.batch_size = 32
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 50
-  epochs = 50
-  c.num_train_steps = epochs * TRAIN_IMAGES // c.input.batch_size
-  c.eval_every_steps = 5 * TRAIN_IMAGES // c.input.batch_size
-  c.checkpoint_every_steps = c.eval_every_steps
-  if arg == "tiny":
+  base.with_dataset(c, "live_challenge", epochs=50, batch_size=32,
+                    eval_every_epochs=5)
+  if "tiny" in words:
     c = base.tiny(c)
   return c

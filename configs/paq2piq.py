@@ -1,25 +1,18 @@
 """MUSIQ fine-tuned on PaQ-2-PiQ / FLIVE (paper table: full image).
 
 Paper recipe: SGD momentum, cosine decay from lr 2e-4, 10 epochs, batch 96
-(FIELD_NOTES §7, [recall]). Official train/validation/test split.
+(Ke et al., "MUSIQ", ICCV 2021, Sec. 4.1). Official train/validation/test split.
 """
 
 from musiq_jax.configs import base
 
-TRAIN_IMAGES = 30000
-
 
 def get_config(arg=None):
+  words = base.args(arg, config="paq2piq.py")
   c = base.get_config()
-  c.dataset = "paq2piq"
-  c.mos_range = (0.0, 100.0)
-  c.input.batch_size = 96
   c.optimizer.learning_rate = 2e-4
   c.optimizer.warmup_steps = 100
-  epochs = 10
-  c.num_train_steps = epochs * TRAIN_IMAGES // c.input.batch_size
-  c.eval_every_steps = TRAIN_IMAGES // c.input.batch_size
-  c.checkpoint_every_steps = c.eval_every_steps
-  if arg == "tiny":
+  base.with_dataset(c, "paq2piq", epochs=10, batch_size=96)
+  if "tiny" in words:
     c = base.tiny(c)
   return c

@@ -19,6 +19,8 @@ import os
 
 from ml_collections import config_dict
 
+from musiq_jax.configs import base
+
 
 def _pretrain_config(arg):
   # Shares every field with the pretraining config (same backbone, crops,
@@ -32,7 +34,9 @@ def _pretrain_config(arg):
 
 
 def get_config(arg=None):
+  words = base.args(arg, config="rankiqa_finetune.py")
   c = _pretrain_config(arg)
+  c.task = "crops"  # musiq_jax.tasks.CropTask on MOS.
   c.stage = "finetune"
   c.loss = config_dict.ConfigDict(dict(kind="mse"))  # RankIQA: L2 on MOS.
   # A fresh head predicting 0 would start with a large MSE on MOS 1..5, so it
@@ -52,7 +56,7 @@ def get_config(arg=None):
   c.optimizer.grad_clip_norm = 1.0  # Guards the random head's first steps.
   c.num_train_steps = 400  # RankIQA: 10k-20k; 535 s on an idle 2-core CPU.
   c.eval_every_steps = 100  # Best-by-validation-SRCC selection.
-  if arg and "tiny" in arg:
+  if "tiny" in words:
     c.input.batch_size = 8
     c.num_train_steps = 4
     c.optimizer.step_size = 2

@@ -3,11 +3,12 @@ r"""RankIQA stage 1: ranking pre-training on synthetic distortions (CPU-sized).
     python -m musiq_jax.main --config=configs/rankiqa_pretrain.py --workdir=W1
 
 then fine-tune with configs/rankiqa_finetune.py and
-`--config.init.pretrained_workdir=W1`. Runs `musiq_jax.crop_train` (stage
-"rank"): batches of the synthetic dataset's *train-split* pristine photos,
+`--config.init.pretrained_workdir=W1`. Runs the trainer's task "rank": batches of the synthetic dataset's *train-split* pristine photos,
 each distorted by RankIQA's four LIVE types at levels 0..5, trained with the
-efficient-Siamese hinge loss (margin 10). Values from FIELD_NOTES §3 where
-they fit; what is scaled down for a 2-core CPU says so.
+efficient-Siamese hinge loss (margin 10). Values from RankIQA (Liu et al.,
+ICCV 2017, Sec. 3-4; github.com/xialeiliu/RankIQA: the LIVE generator
+`data/data_generator/distortion_generator.m`, the loss
+`src/MyLossLayer/netloss_*.py`, the solver prototxts) where they fit; what is scaled down for a 2-core CPU says so.
 
 Args (after the colon): "tiny" = test-sized (tiny CNN, 32 px crops,
 synthetic_iqa/tiny, a few steps).
@@ -22,10 +23,13 @@ option only.
 import ml_collections
 from ml_collections import config_dict
 
+from musiq_jax.configs import base
+
 
 def get_config(arg=None):
-  c = ml_collections.ConfigDict()
-  c.trainer = "crop"  # musiq_jax.main dispatches to musiq_jax.crop_train.
+  words = base.args(arg, config="rankiqa_pretrain.py")
+  c = base.trainer_defaults(ml_collections.ConfigDict())
+  c.task = "rank"  # musiq_jax.tasks.RankTask ("crops" to fine-tune).
   c.stage = "rank"  # "rank" (this file) or "finetune".
   c.seed = 0  # Init, ranked batches and evaluation crops.
 
@@ -89,11 +93,13 @@ def get_config(arg=None):
   c.num_train_steps = 300  # RankIQA: 50k; 681 s on an idle 2-core CPU.
   c.log_every_steps = 50
   c.eval_every_steps = 200  # Finetune only (rank keeps its last step).
+  c.checkpoint_every_steps = 100
 
   # Evaluation: RankIQA scores the mean of 30 random 224 crops; 10 on CPU.
   c.eval = ml_collections.ConfigDict(dict(num_crops=10, reduce="mean"))
   c.input = ml_collections.ConfigDict(dict(
       batch_size=48,  # Unused by "rank" (fixed by the rank layout above).
+      eval_batch_size=8,  # Images per eval batch ([B, K, S, S, 3]).
       shuffle_buffer=1024, flip=True))
 
   c.init = ml_collections.ConfigDict(dict(
@@ -102,7 +108,7 @@ def get_config(arg=None):
       dont_load=("head/.*",),  # Re-initialised when loading.
   ))
 
-  if arg and "tiny" in arg:
+  if "tiny" in words:
     c.dataset = "synthetic_iqa/tiny"
     c.model.variant = "tiny"
     c.crop_size = 32  # Tiny photos have a 96 px longer side.

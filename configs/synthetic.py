@@ -22,6 +22,9 @@ from musiq_jax.configs import models
 
 
 def get_config(arg=None):
+  words = base.args(arg, ("levels", "six_types", "levels_tiny",
+                          "six_types_levels"), config="synthetic.py")
+  has = lambda w: any(w in x for x in words)  # "levels_tiny" has both.
   c = base.get_config()
   # Photos downscaled to a 256 longer side; only distortions MUSIQ's patch
   # ResNet can see (no global contrast / colour shifts); 1767 training
@@ -88,7 +91,7 @@ def get_config(arg=None):
   c.log_every_steps = 50
   c.eval_every_steps = 100
   c.checkpoint_every_steps = 100
-  if arg and "six_types" in arg:
+  if has("six_types"):
     # The setting of the baselines table (docs/baselines.md): all 6 types of
     # synthetic_iqa/small, 279 training images, Adam 2e-3 after 20 steps.
     c.dataset = "synthetic_iqa/small"
@@ -98,13 +101,13 @@ def get_config(arg=None):
     c.model.patch_input = "rgb"
     c.loss.plcc_weight = 0.0
     c.num_train_steps = 400
-  if arg and "levels" in arg:
+  if has("levels"):
     # Q-Align-style head: 5 rating levels over the 1..5 MOS range, trained
     # with cross-entropy, scored by the expectation of the level values.
     c.head = "levels"
     c.model.num_classes = 5
     c.loss = ml_collections.ConfigDict(dict(soft=False))
-  if arg and "tiny" in arg:
+  if has("tiny"):
     c = base.tiny(c)
     c.dataset = "synthetic_iqa/tiny"
     c.input.batching = "padded"

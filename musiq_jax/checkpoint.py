@@ -26,7 +26,7 @@ import json
 import os
 import re
 import zipfile
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
 
 from absl import logging
 import flax
@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musiq_jax.models import glint
 from musiq_jax.models import resnet
 
 PREFIX = "opt/target/"
@@ -363,3 +364,73 @@ def infer_model_config(flat: Mapping[str, np.ndarray]) -> Dict[str, Any]:
     cfg["patch_input"] = ("rgb_mscn" if width % 6 == 0 and
                           is_square(width // 6) else "rgb")
   return cfg
+
+
+# ---------------------------------------------------------------------------
+# MUSIQ transformer blocks -> ViT blocks.
+# ---------------------------------------------------------------------------
+
+# MUSIQ's patch ResNet (root + block1/unit1) has the shapes of our CLFE's
+# root and first unit when the widths agree.
+_PATCH_RESNET_RE = re.compile(r"(conv_root|gn_root|block1/unit1)/")
+
+
+def load_vit_from_musiq(musiq: Union[str, Mapping[str, np.ndarray]],
+                        init_params: Mapping[str, Any], *,
+                        load_patch_resnet: bool = False) -> dict:
+  """Loads a MUSIQ checkpoint's transformer into GlintIQA's ViT by name.
+
+  `Transformer/encoderblock_{i}` -> `vgfe/Transformer/encoderblock_{i}` for
+  the blocks the ViT builds (MUSIQ's deeper blocks are dropped), and
+  `Transformer/cls` -> `vgfe/cls`. MUSIQ's patch embedding is a ResNet on
+  32x32 patches and its position embedding is a hash grid, so the ViT's
+  conv embedding and position table keep their init, as do the fusion
+  stages and the head. With `load_patch_resnet`, MUSIQ's root conv and
+  first bottleneck unit also go to the CLFE's (same shapes at width 64).
+
+  Args:
+    musiq: path of an original-layout `.npz`, or its flat params (as
+      `read_params` returns).
+    init_params: freshly initialised GlintIQA params.
+    load_patch_resnet: also load the CLFE root and block1/unit1.
+
+  Returns:
+    The merged params tree.
+
+  Raises:
+    CheckpointError: widths differ, the checkpoint has fewer
+      blocks than the ViT builds, or shapes (heads, MLP) do not match.
+  """
+  source = musiq if isinstance(musiq, str) else "MUSIQ params"
+  flat = read_params(musiq) if isinstance(musiq, str) else musiq
+  width_key = "Transformer/encoderblock_0/LayerNorm_0/scale"
+  if width_key not in flat:
+    raise CheckpointError(
+        f"{source}: no '{width_key}'; is this a MUSIQ checkpoint?")
+  ours = int(np.shape(init_params["vgfe"]["cls"])[-1])
+  theirs = int(np.shape(flat[width_key])[0])
+  if ours != theirs:
+    raise CheckpointError(
+        f"{source}: MUSIQ width {theirs} != GlintIQA hidden_size {ours}; the "
+        "transformer blocks only load into a ViT of the same width (size "
+        "'vit_musiq_r50' for the released MUSIQ).")
+  built = {int(m.group(1)) for k in flatten(init_params)
+           for m in [glint.BLOCK_RE.match(k)] if m}
+  loaded, dropped = {}, 0
+  for k, v in flat.items():
+    m = re.match(r"Transformer/encoderblock_(\d+)/", k)
+    if m and int(m.group(1)) in built:
+      loaded["vgfe/" + k] = v
+    elif k == "Transformer/cls":
+      loaded["vgfe/cls"] = v
+    elif load_patch_resnet and _PATCH_RESNET_RE.match(k):
+      loaded["clfe/" + k] = v
+    else:
+      dropped += 1
+  logging.info("%s: loading %d MUSIQ arrays into GlintIQA, %d not used.",
+               source, len(loaded), dropped)
+  clfe = (r"clfe/(?!conv_root/|gn_root/|block1/unit1/)" if load_patch_resnet
+          else r"clfe/")
+  dont_load = (r"vgfe/embedding/", r"vgfe/Transformer/posembed_input/", clfe,
+               r"local_fusion/", r"fusion/", r"head/")
+  return merge_params(loaded, init_params, dont_load, source=source)

@@ -6,7 +6,7 @@ r"""One comparison table over several trained workdirs, with bootstrap CIs.
 
 Each workdir must hold `results.json` (for the model name and parameter
 count) and `predictions_<split>.npz` (prediction, label, image_id), as
-written by `musiq_jax.train` and `musiq_jax.crop_train`. Metrics are
+written by `musiq_jax.trainer` for every task. Metrics are
 recomputed from the per-image predictions so every row is computed the same
 way; the workdirs must have been evaluated on the same images (the same
 image_id multiset), otherwise the rows would not be comparable.

@@ -1,4 +1,4 @@
-"""The models `crop_train` trains on square crops, behind one small interface.
+"""The crop baselines behind one small interface (used by `tasks.CropTask`).
 
 `get_crop_model(config)` turns `config.model_name` into a `CropModel`: the
 Flax module plus what the crop trainer needs to know about it (how crops are
@@ -161,7 +161,7 @@ def _glint(config) -> CropModel:
 
   def init_hook(params, cfg):
     if cfg.init.get("musiq_npz"):
-      params = glint.load_vit_from_musiq(
+      params = checkpoint.load_vit_from_musiq(
           cfg.init.musiq_npz, jax.device_get(params),
           load_patch_resnet=bool(cfg.init.get("load_patch_resnet", False)))
       params = jax.tree.map(jnp.asarray, params)
@@ -183,14 +183,14 @@ def _mos_unit(config):
 
 
 def liqe_loss_fn(lc: ml_collections.ConfigDict) -> LossFn:
-  """LIQE's multitask loss on a crop batch (`clip.losses.liqe_loss`).
+  """LIQE's multitask loss on a crop batch (`losses.liqe_loss`, the fidelity head).
 
   The batch's `label` is the MOS; `distortion`/`distortion_mask` feed the
   distortion task when present. `task_weights` [K] (DWA, computed on the
   host), when present, multiply the configured weights of the tasks in
   order quality, scene, distortion (those present).
   """
-  from musiq_jax.clip import losses as clip_losses  # pylint: disable=g-import-not-at-top
+  clip_losses = losses  # LIQE's loss lives with the fidelity head.
   base = {"quality": lc.quality_weight, "scene": lc.scene_weight,
           "distortion": lc.distortion_weight}
 
@@ -286,9 +286,9 @@ NAMES = tuple(_REGISTRY)
 def get_crop_model(config: ml_collections.ConfigDict) -> CropModel:
   """The `CropModel` of `config.model_name`."""
   if config.model_name not in _REGISTRY:
-    raise ValueError(f"Unknown crop_train model {config.model_name!r}; "
+    raise ValueError(f"Unknown crop model {config.model_name!r}; "
                      f"supported: {list(NAMES)}. (MUSIQ itself trains with "
-                     "musiq_jax.train on multi-scale patch tokens.)")
+                     "task \"musiq\" on multi-scale patch tokens.)")
   return _REGISTRY[config.model_name](config)
 
 

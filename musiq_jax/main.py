@@ -1,5 +1,8 @@
 r"""Entry point: `python -m musiq_jax.main --config=configs/koniq.py --workdir=DIR`.
 
+Every config (MUSIQ and the baselines) trains through the one trainer,
+`musiq_jax.trainer`, with the task its `config.task` names.
+
 Any config field can be overridden, e.g. `--config.num_train_steps=100
 --config.input.batch_size=16 --config.init.pretrained_npz=imagenet_pretrain.npz`.
 Multi-host: run one process per host with `--coordinator_address`,
@@ -44,13 +47,10 @@ def main(argv):
                                process_id=FLAGS.process_id)
   elif FLAGS.distributed:
     jax.distributed.initialize()
-  if FLAGS.config.get("trainer") == "crop":  # RankIQA-style crop baselines.
-    from musiq_jax import crop_train as train  # pylint: disable=g-import-not-at-top
-  else:
-    from musiq_jax import train  # pylint: disable=g-import-not-at-top
+  from musiq_jax import trainer  # pylint: disable=g-import-not-at-top
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(),
                jax.process_count(), jax.devices())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -603,7 +603,7 @@ def load_scorer(ckpt_path: Optional[str] = None,
   """Loads an original-layout `.npz` (released or exported by training).
 
   Scores as the model was trained to: with `best.json` beside the file (an
-  export of `musiq_jax.train`), its model and preprocessing config and the
+  export of `musiq_jax.trainer`), its model and preprocessing config and the
   read-out of its `head` (`losses.readout_for`: regression output, AVA-style
   distribution mean, or rating levels over its `mos_range`); without one, as
   the original `run_predict_image.py` (the logit, or the softmax mean of
@@ -612,6 +612,9 @@ def load_scorer(ckpt_path: Optional[str] = None,
   Args:
     ckpt_path: the `.npz` file (e.g. `koniq_ckpt.npz`, `WORKDIR/best.npz`).
     workdir: a training workdir; uses `WORKDIR/best.npz` when no ckpt_path.
+      A crop baseline's workdir (`best.json` task "crops" or "rank") gives a
+      `tasks.CropScorer` scoring with that baseline's eval crops and
+      pooling (the other options are MUSIQ's and ignored there).
     num_classes: expected head size (checked against the checkpoint); None
       reads it from the checkpoint (1 = MOS, 10 = AVA distribution).
     single_scale: True for the full_size_single_scale checkpoints; None
@@ -624,12 +627,18 @@ def load_scorer(ckpt_path: Optional[str] = None,
     dtype: computation dtype (float32 reproduces the original).
 
   Returns:
-    A `Scorer`.
+    A `Scorer` (or a `tasks.CropScorer` for a crop baseline).
   """
   if ckpt_path is None:
     if workdir is None:
       raise ValueError("Give a checkpoint path or a workdir.")
     ckpt_path = os.path.join(workdir, "best.npz")
+  sidecar = checkpoint.read_sidecar(ckpt_path) or {}
+  if sidecar.get("task") in ("crops", "rank"):
+    # A crop baseline: scored with its own evaluation protocol.
+    from musiq_jax import tasks  # pylint: disable=g-import-not-at-top
+    return tasks.load_crop_scorer(ckpt_path, sidecar,
+                                  batch_size if batch_size > 1 else None)
   flat = checkpoint.read_params(ckpt_path)
   model_cfg, pp, score_fn, readout = _resolve_configs(
       flat, ckpt_path, num_classes, single_scale,

@@ -1,11 +1,13 @@
-"""Trains a few steps of the tiny MUSIQ config in one of N processes.
+"""Trains a few steps of tiny configs in one of N processes.
 
-    python multihost_check.py PROCESS_ID NUM_PROCESSES PORT OUT.npz
+    python multihost_check.py PROCESS_ID NUM_PROCESSES PORT OUT_PREFIX [CONFIG ...]
 
 With NUM_PROCESSES > 1 the processes meet through jax.distributed on
 127.0.0.1; each feeds only its own rows of every global batch (as the input
-pipeline's per-process shards do) and the global batch is assembled by
-`Trainer.device_batch`. Writes the final params to OUT.npz.
+pipelines' per-process shards do) and the global batch is assembled by
+`Trainer.device_batch`. Writes each config's final params to
+OUT_PREFIX<config>.npz (default configs: MUSIQ's synthetic, RankIQA's crop
+fine-tune).
 """
 
 import os
@@ -23,36 +25,29 @@ def main():
                                num_processes=nproc, process_id=pid)
   import numpy as np  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(__file__))
+  import conftest  # pylint: disable=g-import-not-at-top
+  import sharding_check  # pylint: disable=g-import-not-at-top
   from musiq_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from musiq_jax import train  # pylint: disable=g-import-not-at-top
-  import test_train  # pylint: disable=g-import-not-at-top
+  from musiq_jax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
-  c = test_train.load_config(os.path.join(test_train.ROOT, "configs",
-                                          "synthetic.py"), "tiny")
-  c.optimizer.name = "adam"
-  trainer = train.Trainer(c)
-  state = trainer.init_state(jax.random.PRNGKey(0))
-  global_batch, length = 8, 24
-  rows = global_batch // jax.process_count()
-  for step in range(3):
-    rng = np.random.default_rng(step)  # The same global batch everywhere.
-    batch = {
-        "patches": rng.uniform(-1, 1, (global_batch, length, 3072)),
-        "spatial": rng.integers(0, 100, (global_batch, length)),
-        "scale": rng.integers(0, 2, (global_batch, length)),
-        "mask": (rng.uniform(size=(global_batch, length)) > 0.2),
-        "label": rng.uniform(1, 5, global_batch),
-        "valid": np.ones(global_batch),
-    }
-    dtypes = dict(patches=np.float32, label=np.float32, valid=np.float32)
-    local = {k: v[pid * rows:(pid + 1) * rows].astype(dtypes.get(k, np.int32))
-             for k, v in batch.items()}
-    state, _ = trainer.train_step(state, trainer.device_batch(local),
-                                  jax.random.PRNGKey(1))
-  params = jax.tree.map(
-      lambda x: np.asarray(jax.device_get(x.addressable_data(0))),
-      state.params)
-  checkpoint.export_npz(params, out)
+  for name in sys.argv[5:] or sharding_check.CONFIGS:
+    c = conftest.load_config(name, "tiny")
+    c.optimizer.name = "adam"
+    trainer = trainer_lib.Trainer(c)
+    state = trainer.init_state(jax.random.PRNGKey(0))
+    global_batch = 8
+    rows = global_batch // jax.process_count()
+    for step in range(3):
+      # The same global batch everywhere; each process feeds its rows.
+      batch = sharding_check.random_batch(trainer.task, global_batch,
+                                          np.random.default_rng(step))
+      local = {k: v[pid * rows:(pid + 1) * rows] for k, v in batch.items()}
+      state, _ = trainer.train_step(state, trainer.device_batch(local),
+                                    jax.random.PRNGKey(1))
+    params = jax.tree.map(
+        lambda x: np.asarray(jax.device_get(x.addressable_data(0))),
+        state.params)
+    checkpoint.export_npz(params, f"{out}{name}.npz")
   print("DONE", jax.process_index(), jax.process_count(), jax.device_count())
 
 

@@ -1,5 +1,10 @@
 """Run with 8 fake CPU devices: one train step on a (8,1) and a (4,2) mesh
-equals the single-device step; params carry the shardings the rules say."""
+equals the single-device step, for each task named on the command line
+(default: MUSIQ's synthetic config and RankIQA's crop fine-tune); MUSIQ's
+params carry the shardings the rules say.
+
+    python sharding_check.py [CONFIG ...]
+"""
 
 import os
 import sys
@@ -8,38 +13,46 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from musiq_jax import train  # pylint: disable=g-import-not-at-top
-import test_train  # pylint: disable=g-import-not-at-top
+import conftest  # pylint: disable=g-import-not-at-top
+from musiq_jax import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+
+CONFIGS = ("synthetic", "rankiqa_finetune")
 
 
-def main():
-  assert jax.device_count() == 8, jax.devices()
-  c = test_train.load_config(os.path.join(test_train.ROOT, "configs",
-                                          "synthetic.py"), "tiny")
+def random_batch(task, n: int, rng) -> dict:
+  """A random global batch of `n` examples in the task's layout."""
+  if task.name == "musiq":
+    length = 40
+    return {
+        "patches": rng.uniform(-1, 1, (n, length, 3072)).astype(np.float32),
+        "spatial": rng.integers(0, 100, (n, length)).astype(np.int32),
+        "scale": rng.integers(0, 2, (n, length)).astype(np.int32),
+        "mask": (rng.uniform(size=(n, length)) > 0.2).astype(np.int32),
+        "label": rng.uniform(1, 5, n).astype(np.float32),
+        "valid": np.ones(n, np.float32),
+    }
+  example = task.example_batch(n)
+  out = {"image": rng.integers(0, 256, example["image"].shape).astype(
+      np.uint8), "label": rng.uniform(1, 5, n).astype(np.float32),
+         "valid": np.ones(n, np.float32)}
+  return out
+
+
+def check(name: str) -> None:
+  c = conftest.load_config(name, "tiny")
   c.optimizer.name = "adam"
   c.ema_decay = 0.9  # The average is sharded like the params.
   rng = np.random.default_rng(0)
-  trainer1 = train.Trainer(c, devices=jax.devices()[:1])
-  b = train.example_batch(trainer1.train_pp, 8)
-  length = 40
-  batch = {
-      "patches": rng.uniform(-1, 1, (8, length, 3072)).astype(np.float32),
-      "spatial": rng.integers(0, 100, (8, length)).astype(np.int32),
-      "scale": rng.integers(0, 2, (8, length)).astype(np.int32),
-      "mask": (rng.uniform(size=(8, length)) > 0.2).astype(np.int32),
-      "label": rng.uniform(1, 5, 8).astype(np.float32),
-      "valid": np.ones(8, np.float32),
-  }
-  del b
+  batch = random_batch(trainer_lib.Trainer(c, jax.devices()[:1]).task, 8, rng)
   results = {}
   for shape in ((1, 1), (8, 1), (4, 2)):
     c.mesh.data, c.mesh.model = shape
     devices = jax.devices()[:shape[0] * shape[1]]
-    trainer = train.Trainer(c, devices=devices)
+    trainer = trainer_lib.Trainer(c, devices=devices)
     state = trainer.init_state(jax.random.PRNGKey(0))
     new_state, out = trainer.train_step(state, trainer.device_batch(batch),
                                         jax.random.PRNGKey(1))
-    if shape == (4, 2):
+    if shape == (4, 2) and trainer.task.name == "musiq":
       kernel = new_state.params["Transformer"]["encoderblock_0"][
           "MlpBlock_3"]["Dense_0"]["kernel"]
       assert kernel.sharding.spec == jax.sharding.PartitionSpec(
@@ -62,7 +75,13 @@ def main():
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
       np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-  print("OK")
+  print("OK", name)
+
+
+def main():
+  assert jax.device_count() == 8, jax.devices()
+  for name in sys.argv[1:] or CONFIGS:
+    check(name)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from clip_fixtures import data  # pylint: disable=g-import-not-at-top
 
 from musiq_jax.clip import heads  # pylint: disable=g-import-not-at-top
-from musiq_jax.clip import losses
+from musiq_jax import losses
 from musiq_jax.clip import preprocess
 from musiq_jax.clip import prompts
 

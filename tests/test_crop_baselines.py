@@ -1,6 +1,6 @@
-"""GlintIQA and the CLIP heads train by their configs through musiq_jax.main.
+"""GlintIQA and the CLIP heads train by their configs through the trainer.
 
-Each config's test-sized variant ("runlocal") runs end to end on
+Each config's test-sized variant ("tiny") runs end to end on
 synthetic_iqa/tiny: build, train, pick the best step by validation SRCC,
 score validation/test, write results.json / predictions / best.npz in the
 format `musiq_jax.compare` reads. The CPU-sized numbers of the comparison
@@ -23,7 +23,8 @@ from conftest import load_config  # pylint: disable=g-import-not-at-top
 from musiq_jax import checkpoint  # pylint: disable=g-import-not-at-top
 from musiq_jax import compare
 from musiq_jax import crop_models
-from musiq_jax import crop_train
+from musiq_jax import tasks
+from musiq_jax import trainer
 from musiq_jax.clip import prompts
 from musiq_jax.clip import tokenizer as tokenizer_lib
 
@@ -56,7 +57,7 @@ def _run(name, arg, root, **overrides):
       node = node[p]
     node[leaf] = v
   workdir = str(root / f"{name}_{arg}")
-  summary = crop_train.train_and_evaluate(config, workdir)
+  summary = trainer.train_and_evaluate(config, workdir)
   return config, workdir, summary
 
 
@@ -76,13 +77,12 @@ def _check_workdir(workdir, model_prefix):
 
 
 def test_glint_trains_by_its_config(root):
-  config, workdir, summary = _run("glint", "runlocal", root,
+  config, workdir, summary = _run("glint", "tiny", root,
                                   num_train_steps=4, eval_every_steps=2)
   res = _check_workdir(workdir, "glint/tiny/finetune")
   assert res["best_step"] in (2, 4)
   # best.npz holds the GlintIQA tree and scores like the in-memory model.
-  model = crop_train.make_model(config)
-  init = model.init(jax.random.PRNGKey(0), config.crop_size, config)
+  init = tasks.get_task(config).init_params(jax.random.PRNGKey(0))
   params = checkpoint.load_params(os.path.join(workdir, "best.npz"),
                                   jax.device_get(init))
   assert set(checkpoint.flatten(params)) == set(checkpoint.flatten(init))
@@ -92,7 +92,7 @@ def test_glint_trains_by_its_config(root):
 
 def test_liqe_trains_by_its_config_with_distortion_labels(root,
                                                           tokenizer_dir):
-  config, workdir, _ = _run("liqe", "runlocal", root,
+  config, workdir, _ = _run("liqe", "tiny", root,
                             **{"init.tokenizer_dir": tokenizer_dir})
   _check_workdir(workdir, "liqe/tiny/finetune")
   # Scores are LIQE's expected level mapped onto the MOS range 1..5.
@@ -101,47 +101,51 @@ def test_liqe_trains_by_its_config_with_distortion_labels(root,
   assert config.input.distortion_key == "distortion_type"
 
 
-def test_clipiqa_trains_only_its_context(root, tokenizer_dir):
-  config, workdir, _ = _run("clipiqa", "runlocal", root,
+@pytest.mark.parametrize("name,trained_keys", [
+    ("clipiqa", {"context"}),  # CLIP-IQA+: only the CoOp context learns.
+    ("clip_linear", {"head/kernel", "head/bias"})])  # A linear probe.
+def test_clip_heads_train_only_what_is_not_frozen(root, tokenizer_dir, name,
+                                                  trained_keys):
+  config, workdir, _ = _run(name, "tiny", root,
                             **{"init.tokenizer_dir": tokenizer_dir})
-  _check_workdir(workdir, "clipiqa/tiny/finetune")
-  model = crop_train.make_model(config)
+  _check_workdir(workdir, f"{name}/tiny/finetune")
   init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))  # as run
   init = checkpoint.flatten(jax.device_get(
-      model.init(init_rng, config.crop_size, config)))
+      jax.jit(tasks.get_task(config).init_params)(init_rng)))  # as run
   trained = checkpoint.read_params(os.path.join(workdir, "best.npz"))
   moved = {k for k in init if not np.array_equal(init[k], trained[k])}
-  assert moved == {"context"}, sorted(moved)[:5]
+  assert moved == trained_keys, sorted(moved)[:5]
 
 
-def test_multi_crop_evaluation_batched_equals_one_by_one(root,
-                                                         tokenizer_dir):
-  # The CLIP-IQA run of the test above; its best params scored with 1 and
-  # with 5 images per call (the last call padded) must agree.
-  config = load_config("clipiqa", "runlocal")
-  config.data_dir = str(root / "tfds")
-  config.init.tokenizer_dir = tokenizer_dir
-  model = crop_train.make_model(config)
-  init = model.init(jax.random.PRNGKey(0), config.crop_size, config)
-  params = jax.tree.map(jnp.asarray, checkpoint.load_params(
-      str(root / "clipiqa_runlocal" / "best.npz"), jax.device_get(init)))
-  predict = jax.jit(lambda p, x: crop_train._predict(p, x, model=model))  # pylint: disable=protected-access
+def test_multi_crop_scores_do_not_depend_on_the_batch(root, tokenizer_dir):
+  # The CLIP-IQA run of the test above scored from its workdir with 2 and
+  # with 5 images per batch (the last batch padded) must agree, and agree
+  # with the run's own evaluation.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from musiq_jax import scorer as scorer_lib  # pylint: disable=g-import-not-at-top
+  workdir = str(root / "clipiqa_tiny")
+  builder = tfds.builder("synthetic_iqa/tiny", data_dir=str(root / "tfds"))
+  ds = builder.as_dataset("test", decoders={"image": tfds.decode.SkipDecoding()})
+  images, ids = zip(*[(e["image"], e["image_id"].decode())
+                      for e in tfds.as_numpy(ds)])
   out = {}
-  for per_call in (1, 5):
-    config.eval.images_per_call = per_call
-    preds = {}
-    crop_train.evaluate(config, predict, params, "validation", preds,
-                        multi_crop=True)
-    out[per_call] = np.asarray(preds["prediction"])
-  assert out[1].shape == (31,)
-  np.testing.assert_allclose(out[5], out[1], rtol=1e-5, atol=1e-6)
+  for batch in (2, 5):
+    s = scorer_lib.load_scorer(workdir=workdir, batch_size=batch)
+    assert isinstance(s, tasks.CropScorer) and s.batch_size == batch
+    out[batch] = np.asarray([r.score for r in s.score(images, ids)])
+  assert out[2].shape == (31,)
+  np.testing.assert_allclose(out[5], out[2], rtol=1e-5, atol=1e-6)
+  with np.load(os.path.join(workdir, "predictions_test.npz")) as p:
+    want = dict(zip(p["image_id"].tolist(), p["prediction"]))
+  np.testing.assert_allclose(out[5], [want[i] for i in ids], rtol=1e-5,
+                             atol=1e-6)
 
 
 def test_baselines_join_the_comparison_table(root, tokenizer_dir):
   # Runs of the tests above (module-scoped root) plus the tiny MUSIQ-free
   # table: compare reads every crop workdir as train.py's.
-  dirs = [str(root / d) for d in ("glint_runlocal", "liqe_runlocal",
-                                  "clipiqa_runlocal")]
+  dirs = [str(root / d) for d in ("glint_tiny", "liqe_tiny",
+                                  "clipiqa_tiny")]
   dirs = [d for d in dirs if os.path.exists(os.path.join(d, "results.json"))]
   assert len(dirs) == 3, "run the whole module"
   rows = compare.compare(dirs, split="test", bootstrap=50)
@@ -172,7 +176,7 @@ def test_liqe_distortion_lookup_and_dwa():
 
 
 def test_liqe_task_weights_scale_the_task_losses():
-  config = load_config("liqe", "runlocal")
+  config = load_config("liqe", "tiny")
   logits = jax.random.normal(jax.random.PRNGKey(0), (4, 495))
   batch = {"label": jnp.array([1.0, 2.0, 4.0, 5.0]),
            "valid": jnp.ones(4),
@@ -190,53 +194,51 @@ def test_liqe_task_weights_scale_the_task_losses():
 
 
 def test_rank_stage_refuses_clip_heads(tokenizer_dir):
-  config = load_config("clipiqa", "runlocal")
+  config = load_config("clipiqa", "tiny")
   config.init.tokenizer_dir = tokenizer_dir
-  config.stage = "rank"
-  model = crop_train.make_model(config)
+  config.task = "rank"
   with pytest.raises(ValueError, match="no scalar output"):
-    crop_train.make_loss(config, model)
+    tasks.get_task(config)
 
 
 def test_clip_head_without_tokenizer_names_the_field():
-  config = load_config("liqe", "runlocal")
+  config = load_config("liqe", "tiny")
   with pytest.raises(ValueError, match="tokenizer_dir"):
-    crop_train.make_model(config)
+    tasks.get_task(config)
 
 
-CROP_CONFIGS = [("rankiqa_pretrain", None), ("rankiqa_finetune", None),
-                ("glint", None), ("glint", "small"), ("glint", "musiq_init"),
-                ("liqe", None), ("liqe", "synthetic"), ("clipiqa", None),
-                ("clipiqa", "synthetic"), ("clip_linear", None),
-                ("clip_linear", "synthetic")]
+def test_unknown_crop_model_and_task_fail_clearly():
+  config = load_config("rankiqa_pretrain", "tiny")
+  config.model_name = "vgg16"
+  with pytest.raises(ValueError, match="small_cnn"):
+    tasks.get_task(config)
+  config.task = "nope"
+  with pytest.raises(ValueError, match="config.task='nope'"):
+    tasks.get_task(config)
 
 
-@pytest.mark.parametrize("name,arg", CROP_CONFIGS)
-def test_every_crop_config_traces_a_step(name, arg, tokenizer_dir):
-  # Shapes only (jax.eval_shape): the paper sizes cost nothing to trace.
-  config = load_config(name, arg)
-  assert config.trainer == "crop" and config.num_train_steps >= 0
-  if "tokenizer_dir" in config.init:
-    config.init.tokenizer_dir = tokenizer_dir
-  model = crop_train.make_model(config)
-  loss_fn = crop_train.make_loss(config, model)
-  s, b = config.crop_size, 2
-  k = config.input.get("crops_per_image", 1)
-  shape = (b, k, s, s, 3) if k > 1 else (b, s, s, 3)
-  if model.multi_crop and k == 1:
-    shape = (b, s, s, 3)
-  params = jax.eval_shape(
-      lambda r: model.init(r, s, config), jax.random.PRNGKey(0))
-  tx, _ = crop_train.make_optimizer(config, model, params)
-  batch = {"image": jax.ShapeDtypeStruct(shape, jnp.uint8),
-           "label": jax.ShapeDtypeStruct((b,), jnp.float32),
-           "valid": jax.ShapeDtypeStruct((b,), jnp.float32)}
-  if config.stage == "rank":
-    batch.update(level=jax.ShapeDtypeStruct((b,), jnp.int32),
-                 group=jax.ShapeDtypeStruct((b,), jnp.int32),
-                 weight=jax.ShapeDtypeStruct((b,), jnp.float32))
-  out = jax.eval_shape(
-      lambda p, bt: crop_train._train_step(  # pylint: disable=protected-access
-          p, tx.init(p), bt, jax.random.PRNGKey(0), model=model, tx=tx,
-          loss_fn=loss_fn), params, batch)
-  assert out[2]["loss"].shape == ()
+def test_finetune_loads_the_ranked_backbone_with_a_fresh_head(tmp_path):
+  # A stand-in for a finished ranking run: random params exported as
+  # W1/best.npz, as the trainer exports them.
+  pre = load_config("rankiqa_pretrain", "tiny")
+  weights = jax.tree.map(
+      lambda x: np.asarray(jax.random.normal(jax.random.PRNGKey(1), x.shape),
+                           x.dtype),
+      tasks.get_task(pre).init_params(jax.random.PRNGKey(0)))
+  os.makedirs(tmp_path / "w1")
+  checkpoint.export_npz(weights, str(tmp_path / "w1" / "best.npz"))
+  c = load_config("rankiqa_finetune", "tiny")
+  c.init.pretrained_workdir = str(tmp_path / "w1")
+  task = tasks.get_task(c)
+  init = jax.device_get(task.init_params(jax.random.PRNGKey(2)))
+  loaded, source = task.load_pretrained(init)
+  assert source == str(tmp_path / "w1" / "best.npz")
+  flat_loaded = checkpoint.flatten(loaded)
+  flat_init, flat_w = checkpoint.flatten(init), checkpoint.flatten(weights)
+  assert any(k.startswith("head/") for k in flat_loaded)
+  for k, v in flat_loaded.items():
+    want = flat_init[k] if k.startswith("head/") else flat_w[k]
+    np.testing.assert_array_equal(v, want)
+  c.init.pretrained_workdir = str(tmp_path / "nope")
+  with pytest.raises(FileNotFoundError, match="pretraining stage first"):
+    tasks.get_task(c).load_pretrained(init)

@@ -23,7 +23,8 @@ from test_predict import _run as _predict_cli  # predict.main in-process.
 from musiq_jax import image_io
 from musiq_jax import preprocessing
 from musiq_jax import scorer as scorer_lib
-from musiq_jax import train
+from musiq_jax import tasks
+from musiq_jax import trainer
 
 # Pictures for the fake datasets: crops of real photos (scores then differ).
 _PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins")
@@ -119,7 +120,7 @@ def trained(tmp_path_factory, fast_compile):
       tmp = tmp_path_factory.mktemp(head)
       config = HEADS[head](tmp)
       workdir = str(tmp / "workdir")
-      train.train_and_evaluate(config, workdir)
+      trainer.train_and_evaluate(config, workdir)
       runs[head] = (config, workdir)
     return runs[head]
   return get
@@ -138,7 +139,7 @@ def test_predict_workdir_gives_the_runs_test_scores(trained, head, tmp_path):
     want = dict(zip(p["image_id"].tolist(), p["prediction"].tolist()))
   files = _write_test_images(config, str(tmp_path / "test_images"))
   assert sorted(files.values()) == sorted(want)
-  eval_pp = train.pp_config(config, train=False)
+  eval_pp = tasks.pp_config(config, train=False)
   assert eval_pp.max_seq_len_from_original_res == -1
   for path in files:  # Nothing was cut in evaluation.
     h, w = image_io.read_image(path).shape[:2]
@@ -194,3 +195,42 @@ def test_a_larger_photo_is_scored_with_every_native_patch(trained, tmp_path):
     json.dump(old, f)
   workdir = str(old_dir)
   assert cli() == pytest.approx(whole, abs=1e-6)
+
+
+# The crop tasks (musiq_jax.tasks): RankIQA's ranking stage and LIQE's
+# multi-crop CLIP head, each scored with its own eval crops and pooling.
+CROP_TASKS = {"rank": "rankiqa_pretrain", "crops": "liqe"}
+
+
+@pytest.mark.parametrize("task", sorted(CROP_TASKS))
+def test_predict_workdir_scores_a_crop_baseline_like_its_run(
+    task, tmp_path_factory, tmp_path):
+  from clip_fixtures import oracle  # pylint: disable=g-import-not-at-top
+  from musiq_jax.clip import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp(task)
+  c = load_config(CROP_TASKS[task], "tiny")
+  assert c.task == task
+  c.data_dir = str(root / "tfds")
+  c.num_train_steps = 2
+  c.eval_every_steps = 2
+  c.eval_splits = ("test",)
+  if "tokenizer_dir" in c.init:
+    c.init.tokenizer_dir = str(root / "vocab")
+    tokenizer_lib.write_vocab_files(oracle.bpe_gz_path(), c.init.tokenizer_dir)
+  workdir = str(root / "workdir")
+  trainer.train_and_evaluate(c, workdir)
+  with open(os.path.join(workdir, "best.json")) as f:
+    assert json.load(f)["task"] == task
+  with np.load(os.path.join(workdir, "predictions_test.npz")) as p:
+    want = dict(zip(p["image_id"].tolist(), p["prediction"].tolist()))
+  files = _write_test_images(c, str(tmp_path / "test_images"))
+  assert sorted(files.values()) == sorted(want)
+  out = _predict_cli(f"--workdir={workdir}", f"--image_path={tmp_path}/"
+                     "test_images", "--format=json")
+  assert out.returncode == 0, out.stderr
+  got = {files[r["image"]]: r["score"]
+         for r in map(json.loads, out.stdout.splitlines())}
+  ids = sorted(want)
+  np.testing.assert_allclose([got[i] for i in ids], [want[i] for i in ids],
+                             rtol=1e-5, atol=1e-5)
+  assert np.ptp([want[i] for i in ids]) > 0

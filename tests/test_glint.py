@@ -12,7 +12,8 @@ import skimage.data
 
 from musiq_jax import checkpoint
 from musiq_jax import crop_models
-from musiq_jax import crop_train
+from musiq_jax import tasks
+from musiq_jax import trainer
 from musiq_jax.configs import glint as glint_config
 from musiq_jax.datasets import distortions
 from musiq_jax.models import glint
@@ -57,7 +58,7 @@ def _count_by_formula(c):
 
 
 def _config(size="tiny", **optimizer):
-  config = glint_config.get_config("runlocal")
+  config = glint_config.get_config("tiny")
   config.model.size = size
   config.optimizer.update(optimizer)
   return config
@@ -286,7 +287,7 @@ def test_progressive_fusion_has_one_stage_per_global_map():
 
 
 def test_cosine_schedule_is_torch_per_iteration():
-  lr = crop_train.cosine_annealing(1e-5, 30)
+  lr = trainer.cosine_annealing(1e-5, 30)
   np.testing.assert_allclose(
       [float(lr(s)) for s in (0, 15, 30, 60)], [1e-5, 5e-6, 0.0, 1e-5],
       atol=1e-12)
@@ -315,8 +316,8 @@ def test_optimizer_never_moves_frozen_params():
       "head": {"out": {"kernel": leaf()}}}
   config = _config(freeze_patch_embed=True, freeze_blocks_until=1,
                    weight_decay=1e-2)
-  tx, _ = crop_train.make_optimizer(
-      config, crop_models.get_crop_model(config), params)
+  tx, _ = trainer.make_optimizer(
+      config, crop_models.get_crop_model(config).frozen_mask(params))
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
   moved = {k: bool(np.any(np.asarray(u)))
@@ -337,7 +338,7 @@ def test_load_vit_from_musiq_npz(tiny, tmp_path):
   # Tiny GlintIQA builds 3 blocks; a 4-block MUSIQ of the same width.
   src = mf.write_original_npz(
       path, mf.original_musiq_shapes(**dict(mf.TINY, layers=4)))
-  merged = glint.load_vit_from_musiq(path, params, load_patch_resnet=True)
+  merged = checkpoint.load_vit_from_musiq(path, params, load_patch_resnet=True)
   flat, init = checkpoint.flatten(merged), checkpoint.flatten(params)
   assert flat.keys() == init.keys()
   for k, v in flat.items():
@@ -351,7 +352,7 @@ def test_load_vit_from_musiq_npz(tiny, tmp_path):
       np.testing.assert_array_equal(v, mf.linen_layout(src)[k[len("clfe/"):]])
     else:  # Not transferable: kept from init.
       np.testing.assert_array_equal(v, init[k])
-  without = checkpoint.flatten(glint.load_vit_from_musiq(path, params))
+  without = checkpoint.flatten(checkpoint.load_vit_from_musiq(path, params))
   np.testing.assert_array_equal(without["clfe/conv_root/kernel"],
                                 init["clfe/conv_root/kernel"])
 
@@ -361,14 +362,14 @@ def test_load_vit_from_musiq_errors(tiny):
   wide = mf.random_params(mf.original_musiq_shapes(
       **dict(mf.TINY, hidden=64, layers=4)))
   with pytest.raises(checkpoint.CheckpointError, match="width 64"):
-    glint.load_vit_from_musiq(wide, params)
+    checkpoint.load_vit_from_musiq(wide, params)
   shallow = mf.random_params(mf.original_musiq_shapes(**mf.TINY))  # 2 blocks
   with pytest.raises(checkpoint.CheckpointError, match="encoderblock_2"):
-    glint.load_vit_from_musiq(shallow, params)
+    checkpoint.load_vit_from_musiq(shallow, params)
   heads = mf.random_params(mf.original_musiq_shapes(
       **dict(mf.TINY, heads=4, layers=4)))
   with pytest.raises(checkpoint.CheckpointError, match="shape mismatches"):
-    glint.load_vit_from_musiq(heads, params)
+    checkpoint.load_vit_from_musiq(heads, params)
 
 
 # ---------------------------------------------------------------------------
@@ -379,13 +380,13 @@ def test_load_vit_from_musiq_errors(tiny):
 def test_config_fields():
   config = glint_config.get_config()
   assert config.model_name == "glint" and config.loss.kind == "l1"
-  assert config.trainer == "crop" and config.stage == "finetune"
+  assert config.task == "crops" and config.stage == "finetune"
   assert config.model.size == "vit_small_r50"
   assert config.crop_size == 224 and config.eval.num_crops == 25
   assert config.optimizer.learning_rate == 1e-5
   assert config.optimizer.cosine_t_max == 30
   assert config.input.batch_size == 32
-  local = glint_config.get_config("runlocal")
+  local = glint_config.get_config("tiny")
   assert local.crop_size == glint_config.GLINT_SIZES["tiny"]["image_size"]
   assert local.dataset == "synthetic_iqa/tiny"
   with pytest.raises(ValueError, match="Unknown GlintIQA size"):
@@ -424,13 +425,11 @@ def test_every_param_gets_a_gradient_and_the_loss_decreases(tiny):
   _, _, params = tiny
   config = _config(weight_decay=0.0, schedule="constant",
                    learning_rate=1e-3)
-  model = crop_models.get_crop_model(config)
+  task = tasks.get_task(config)
   # Adam's first update is -lr * g / (|g| + eps): a parameter moves iff its
   # gradient is non-zero, and stays finite iff the gradient is finite.
-  tx, _ = crop_train.make_optimizer(config, model, params)
-  step = jax.jit(functools.partial(
-      crop_train._train_step, model=model, tx=tx,  # pylint: disable=protected-access
-      loss_fn=crop_train.make_loss(config, model)))
+  tx, _ = trainer.make_optimizer(config, task.frozen_mask(params))
+  step = jax.jit(functools.partial(trainer.train_step, task=task, tx=tx))
   images, mos = _distorted_crops()
   rng = np.random.default_rng(0)
   rngs = jax.random.PRNGKey(0)
@@ -440,12 +439,13 @@ def test_every_param_gets_a_gradient_and_the_loss_decreases(tiny):
     return {"image": images[idx], "label": mos[idx],
             "valid": np.ones(8, np.float32)}
 
-  p, opt_state = params, tx.init(params)
-  history, losses = [p], []
+  state = trainer.TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                             opt_state=tx.init(params))
+  history, losses = [params], []
   for i in range(24):
-    p, opt_state, metrics = step(p, opt_state, batch(),
-                                 jax.random.fold_in(rngs, i))
-    history.append(p)
+    del i  # The step folds its counter into the key.
+    state, metrics = step(state, batch(), rngs)
+    history.append(state.params)
     losses.append(float(metrics["loss"]))
   assert np.all(np.isfinite(losses))
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses

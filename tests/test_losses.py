@@ -462,3 +462,24 @@ def test_readout_for_each_head_and_the_released_default():
     losses.readout_for("regression", 10)
   with pytest.raises(ValueError, match="Unknown head"):
     losses.readout_for("median", 1)
+
+
+def test_every_head_module_gives_a_loss_and_the_registry_read_out():
+  # One module per head (musiq_jax/losses/); the registry's closures are
+  # those modules' functions, so trainer and scorer share one read-out.
+  assert set(losses.HEADS) == {"regression", "correlation", "distribution",
+                               "levels", "ranking", "fidelity"}
+  rng = np.random.default_rng(0)
+  out = jnp.asarray(rng.normal(size=(6, 1)), jnp.float32)
+  batch = {"mos": jnp.asarray(rng.uniform(1, 5, 6), jnp.float32),
+           "level": jnp.arange(6) % 3, "group": jnp.zeros(6, jnp.int32)}
+  for name in ("regression", "correlation", "ranking", "fidelity"):
+    mod = losses.HEADS[name]
+    assert np.isfinite(float(mod.loss(out, batch))), name
+    np.testing.assert_array_equal(mod.readout(out), out[:, 0])
+  # Fidelity on scores that order the images as their MOS is below chance.
+  ordered = batch["mos"][:, None]
+  assert float(losses.HEADS["fidelity"].loss(ordered, batch)) < float(
+      losses.HEADS["fidelity"].loss(-ordered, batch))
+  assert losses.get_score_fn("levels", lo=1.0, hi=5.0).func is (
+      losses.HEADS["levels"].readout)

@@ -1,4 +1,9 @@
-"""Training loop: end to end on the tiny synthetic config, resume, configs."""
+"""The one trainer: end to end, resume, SIGKILL, sharding, two processes.
+
+MUSIQ (configs/synthetic.py:tiny) and one crop baseline (RankIQA's
+fine-tune, configs/rankiqa_finetune.py:tiny) go through the same checks,
+parametrised by config; every config is traced at its `:tiny` variant.
+"""
 
 import glob
 import json
@@ -13,7 +18,7 @@ import pytest
 
 from musiq_jax import checkpoint
 from musiq_jax import scorer as scorer_lib
-from musiq_jax import train
+from musiq_jax import trainer as trainer_lib
 from ml_collections import config_flags  # pylint: disable=unused-import
 import importlib.util
 
@@ -45,7 +50,7 @@ def _tiny(data_dir, **overrides):
 
 def test_end_to_end_results_best_npz_and_predict(data_dir, tmp_path):
   workdir = str(tmp_path / "wd")
-  summary = train.train_and_evaluate(_tiny(data_dir), workdir)
+  summary = trainer_lib.train_and_evaluate(_tiny(data_dir), workdir)
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   assert results == json.loads(json.dumps(summary))
@@ -69,13 +74,13 @@ def test_end_to_end_results_best_npz_and_predict(data_dir, tmp_path):
 
 def test_resume_equals_uninterrupted_run(data_dir, tmp_path):
   straight = str(tmp_path / "straight")
-  train.train_and_evaluate(_tiny(data_dir), straight)
+  trainer_lib.train_and_evaluate(_tiny(data_dir), straight)
   resumed = str(tmp_path / "resumed")
-  train.train_and_evaluate(_tiny(data_dir), resumed)
+  trainer_lib.train_and_evaluate(_tiny(data_dir), resumed)
   # Simulate a crash right after the step-4 checkpoint: drop what came later.
   shutil.rmtree(os.path.join(resumed, "checkpoints", "6"))
   os.remove(os.path.join(resumed, "results.json"))
-  train.train_and_evaluate(_tiny(data_dir), resumed)
+  trainer_lib.train_and_evaluate(_tiny(data_dir), resumed)
   for name in ("best.npz",):
     a = checkpoint.read_params(os.path.join(straight, name))
     b = checkpoint.read_params(os.path.join(resumed, name))
@@ -93,11 +98,11 @@ def test_grad_norm_metric_is_the_l2_norm_of_all_leaves():
                 np.array(2.5, np.float32)]}
   want = np.linalg.norm(np.concatenate(
       [np.ravel(x) for x in jax.tree.leaves(tree)]).astype(np.float64))
-  np.testing.assert_allclose(float(train._global_norm(tree)), want, rtol=1e-6)
+  np.testing.assert_allclose(float(trainer_lib._global_norm(tree)), want, rtol=1e-6)
 
 
 def test_ema_decay_warms_up_to_the_configured_decay():
-  d = [float(train.ema_decay_at(t, 0.99)) for t in (0, 1, 8, 10_000)]
+  d = [float(trainer_lib.ema_decay_at(t, 0.99)) for t in (0, 1, 8, 10_000)]
   np.testing.assert_allclose(d[:3], [1 / 10, 2 / 11, 9 / 18], rtol=1e-6)
   assert d[3] == pytest.approx(0.99)
 
@@ -107,7 +112,7 @@ def test_ema_params_average_the_optimizer_steps(accum):
   c = _tiny("unused", ema_decay=0.6)
   c.optimizer.name = "adam"
   c.optimizer.accum_steps = accum
-  trainer = train.Trainer(c, devices=jax.devices()[:1])
+  trainer = trainer_lib.Trainer(c, devices=jax.devices()[:1])
   state = trainer.init_state(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   batch = trainer.device_batch({
@@ -136,12 +141,12 @@ def test_ema_params_average_the_optimizer_steps(accum):
 def test_ema_is_what_gets_exported_and_resumed(data_dir, tmp_path):
   c = _tiny(data_dir, ema_decay=0.9, eval_every_steps=6)
   workdir = str(tmp_path / "ema")
-  results = train.train_and_evaluate(c, workdir)
+  results = trainer_lib.train_and_evaluate(c, workdir)
   assert results["best_step"] == 6
-  trainer = train.Trainer(c)
-  manager = train.ocp.CheckpointManager(
+  trainer = trainer_lib.Trainer(c)
+  manager = trainer_lib.ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), "checkpoints"))
-  state, _, how = train._restore_or_init(  # pylint: disable=protected-access
+  state, _, how = trainer_lib._restore_or_init(  # pylint: disable=protected-access
       trainer, manager, c, jax.random.PRNGKey(0))
   assert how == "resumed at 6"
   best = checkpoint.read_params(os.path.join(workdir, "best.npz"))
@@ -163,30 +168,49 @@ def test_nan_loss_stops_with_the_step(data_dir, tmp_path, log_every, where):
   c.optimizer.grad_clip_norm = 0.0
   c.log_every_steps = log_every
   with pytest.raises(RuntimeError, match=where):
-    train.train_and_evaluate(c, str(tmp_path / "nan"))
+    trainer_lib.train_and_evaluate(c, str(tmp_path / "nan"))
 
 
-MUSIQ_CONFIGS = ["koniq", "spaq", "paq2piq", "ava", "livec", "kadid",
-                 "synthetic", "synthetic:levels", "synthetic:six_types"]
+def _config_variants():
+  """(file, arg) for every config file: its default and `:tiny` variants."""
+  out = []
+  for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
+    name = os.path.basename(path)[:-3]
+    if name in ("__init__", "models", "base"):
+      continue
+    out += [(name, None), (name, "tiny")]
+  return out + [("synthetic", "levels"), ("synthetic", "six_types"),
+                ("glint", "small"), ("glint", "musiq_init"),
+                ("liqe", "synthetic"), ("clipiqa", "zeroshot")]
 
 
-@pytest.mark.parametrize("name", MUSIQ_CONFIGS)
-def test_every_musiq_config_traces(name):
-  name, _, arg = name.partition(":")
-  c = load_config(os.path.join(ROOT, "configs", f"{name}.py"), arg or None)
-  assert c.num_train_steps > 0 and c.input.batch_size > 0
-  trainer = train.Trainer(c)
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in
-           train.example_batch(trainer.train_pp, 2).items()}
-  batch["label"] = jax.ShapeDtypeStruct((2,), np.float32)
-  batch["valid"] = jax.ShapeDtypeStruct((2,), np.float32)
-  batch["distribution"] = jax.ShapeDtypeStruct((2, 10), np.float32)
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+  from clip_fixtures import oracle  # pylint: disable=g-import-not-at-top
+  from musiq_jax.clip import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  d = str(tmp_path_factory.mktemp("vocab"))
+  tokenizer_lib.write_vocab_files(oracle.bpe_gz_path(), d)
+  return d
+
+
+@pytest.mark.parametrize("name,arg", _config_variants())
+def test_every_config_traces_the_train_step(name, arg, tokenizer_dir):
+  # Shapes only (jax.eval_shape): the paper sizes cost nothing to trace.
+  c = load_config(os.path.join(ROOT, "configs", f"{name}.py"), arg)
+  assert c.num_train_steps >= 0 and c.input.batch_size > 0
+  if "tokenizer_dir" in c.init:
+    c.init.tokenizer_dir = tokenizer_dir
+  if arg == "tiny":
+    assert c.num_train_steps <= 20
+  trainer = trainer_lib.Trainer(c, devices=jax.devices()[:1])
+  batch = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
+           for k, v in trainer.task.example_batch(2).items()}
   state, out = jax.eval_shape(
-      lambda s, b: train.train_step(s, b, jax.random.PRNGKey(0),
-                                    model=trainer.model, tx=trainer.tx,
-                                    loss_fn=trainer.loss_fn),
+      lambda s, b: trainer._step_fn(s, b, jax.random.PRNGKey(0)),  # pylint: disable=protected-access
       trainer.abstract_state, batch)
   assert out["loss"].shape == ()
+  assert jax.tree.structure(state) == jax.tree.structure(
+      trainer.abstract_state)
 
 
 def test_every_config_file_loads():
@@ -205,7 +229,7 @@ def test_sharded_steps_equal_single_device():
   out = subprocess.run([sys.executable, script], capture_output=True,
                        text=True, env=env, timeout=600)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  assert "OK" in out.stdout
+  assert "OK synthetic" in out.stdout and "OK rankiqa_finetune" in out.stdout
 
 
 def _free_port():
@@ -222,7 +246,7 @@ def test_two_processes_train_like_one(tmp_path):
   port = _free_port()
   procs = [subprocess.Popen(
       [sys.executable, script, str(i), "2", str(port),
-       str(tmp_path / f"p{i}.npz")], stdout=subprocess.PIPE,
+       str(tmp_path / f"p{i}_")], stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True, env=env) for i in range(2)]
   outs = []
   try:
@@ -235,20 +259,27 @@ def test_two_processes_train_like_one(tmp_path):
     assert p.returncode == 0, out[-3000:]
     assert "DONE" in out and " 2 4" in out  # 2 processes, 4 devices.
   single = subprocess.run(
-      [sys.executable, script, "0", "1", "0", str(tmp_path / "single.npz")],
+      [sys.executable, script, "0", "1", "0", str(tmp_path / "single_")],
       capture_output=True, text=True, env=env, timeout=400)
   assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
-  p0 = checkpoint.read_params(str(tmp_path / "p0.npz"))
-  p1 = checkpoint.read_params(str(tmp_path / "p1.npz"))
-  ref = checkpoint.read_params(str(tmp_path / "single.npz"))
-  for k in ref:
-    np.testing.assert_array_equal(p0[k], p1[k])
-    np.testing.assert_allclose(p0[k], ref[k], rtol=2e-4, atol=2e-5)
+  import sharding_check  # pylint: disable=g-import-not-at-top
+  for name in sharding_check.CONFIGS:
+    p0 = checkpoint.read_params(str(tmp_path / f"p0_{name}.npz"))
+    p1 = checkpoint.read_params(str(tmp_path / f"p1_{name}.npz"))
+    ref = checkpoint.read_params(str(tmp_path / f"single_{name}.npz"))
+    assert set(p0) == set(ref), name
+    for k in ref:
+      np.testing.assert_array_equal(p0[k], p1[k])
+      np.testing.assert_allclose(p0[k], ref[k], rtol=2e-4, atol=2e-5)
 
 
-def _main_cmd(data_dir, workdir):
+# The MUSIQ config and one crop baseline (trained from scratch).
+KILL_CONFIGS = ["synthetic", "rankiqa_finetune"]
+
+
+def _main_cmd(data_dir, workdir, name):
   return [sys.executable, "-m", "musiq_jax.main",
-          f"--config={os.path.join(ROOT, 'configs', 'synthetic.py')}:tiny",
+          f"--config={os.path.join(ROOT, 'configs', name + '.py')}:tiny",
           f"--workdir={workdir}", f"--config.data_dir={data_dir}",
           "--config.num_train_steps=6", "--config.eval_every_steps=3",
           "--config.checkpoint_every_steps=2"]
@@ -268,12 +299,30 @@ def _kill_when(proc, condition, timeout=600):
   return False
 
 
+_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+  """One uninterrupted run per config, shared by both kill moments."""
+  runs = {}
+
+  def get(name):
+    if name not in runs:
+      ref = str(tmp_path_factory.mktemp(f"ref_{name}"))
+      subprocess.run(_main_cmd(data_dir, ref, name), check=True, env=_ENV,
+                     capture_output=True, timeout=900)
+      runs[name] = ref
+    return runs[name]
+
+  return get
+
+
+@pytest.mark.parametrize("name", KILL_CONFIGS)
 @pytest.mark.parametrize("moment", ["after_checkpoint", "during_checkpoint"])
-def test_sigkill_and_resume_equals_uninterrupted(data_dir, tmp_path, moment):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  ref = str(tmp_path / "ref")
-  subprocess.run(_main_cmd(data_dir, ref), check=True, env=env,
-                 capture_output=True, timeout=900)
+def test_sigkill_and_resume_equals_uninterrupted(data_dir, tmp_path, moment,
+                                                 name, uninterrupted):
+  ref = uninterrupted(name)
   work = str(tmp_path / "killed")
   ckpts = os.path.join(work, "checkpoints")
 
@@ -285,17 +334,34 @@ def test_sigkill_and_resume_equals_uninterrupted(data_dir, tmp_path, moment):
       return "2" in names
     return any("tmp" in n for n in names)
 
-  proc = subprocess.Popen(_main_cmd(data_dir, work), env=env,
+  proc = subprocess.Popen(_main_cmd(data_dir, work, name), env=_ENV,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   assert _kill_when(proc, ready), "training ended before it could be killed"
   assert not os.path.exists(os.path.join(work, "results.json"))
-  out = subprocess.run(_main_cmd(data_dir, work), env=env, text=True,
+  out = subprocess.run(_main_cmd(data_dir, work, name), env=_ENV, text=True,
                        capture_output=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
+  if moment == "after_checkpoint":
+    assert "resumed at 2" in out.stdout, out.stdout[-2000:]
   with open(os.path.join(ref, "results.json")) as f1, open(
       os.path.join(work, "results.json")) as f2:
     assert json.load(f1) == json.load(f2)
   a = checkpoint.read_params(os.path.join(ref, "best.npz"))
   b = checkpoint.read_params(os.path.join(work, "best.npz"))
+  assert set(a) == set(b)
   for k in a:
     np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_config_words_and_dataset_presets():
+  with pytest.raises(ValueError, match=r"koniq\.py: unknown argument.*tinny"):
+    load_config(os.path.join(ROOT, "configs", "koniq.py"), "tinny")
+  c = load_config(os.path.join(ROOT, "configs", "koniq.py"))
+  # 30 epochs of KonIQ's 7058 training images at batch 32, validated and
+  # checkpointed once an epoch, on the 0..100 MOS scale.
+  assert (c.num_train_steps, c.eval_every_steps) == (30 * 7058 // 32,
+                                                     7058 // 32)
+  assert c.checkpoint_every_steps == c.eval_every_steps
+  assert tuple(c.mos_range) == (0.0, 100.0) and c.dataset == "koniq10k"
+  c = load_config(os.path.join(ROOT, "configs", "livec.py"))
+  assert c.eval_every_steps == 5 * 920 // 32

@@ -3,6 +3,7 @@
 Modules: `model` (CLIP), `model_sizes` (size registry), `weights` (safetensors
 import, both layouts), `convert_torch` (PyTorch .pt/.bin -> safetensors, needs
 torch), `tokenizer` (BPE via `tokenizers`), `prompts`, `heads` (LIQE, CLIPIQA,
-ClipLinearProbe and read-outs), `losses`, `preprocess` (TF ops), `train_lib`
-(a pure train step). See docs/clip.md.
+ClipLinearProbe and read-outs), `preprocess` (TF ops). Their losses are the
+fidelity head of `musiq_jax.losses`; they train through `musiq_jax.trainer`
+(task "crops"). See docs/clip.md.
 """

@@ -13,27 +13,102 @@
 Different kernel sizes align the CNN's finer maps with the ViT's p x p patch
 grid, so every fusion step concatenates features of the same image region.
 
-Also here: the MUSIQ -> ViT weight mapping (`load_vit_from_musiq`) and the
-optimizer's freeze mask (`frozen_mask`), so the module itself never knows
-what is frozen.
+Also here: the size registry (`GLINT_SIZES`) and the optimizer's freeze
+mask (`frozen_mask`), so the module itself never knows what is frozen. The
+MUSIQ -> ViT weight mapping is `checkpoint.load_vit_from_musiq` (models
+import no checkpoint or config code).
 """
 
 from __future__ import annotations
 
+import copy
 import re
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping
 
-from absl import logging
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from musiq_jax import checkpoint
 from musiq_jax.models import glint_fusion
 from musiq_jax.models import resnet
 from musiq_jax.models import vit
+
+
+GLINT_SIZES = {
+    # The paper's model: ViT-S/16 (384-d, 12 layers, 6 heads, MLP 1536;
+    # blocks 10-11 are not built since only blocks 6-9 are read), the first
+    # 3 stages of ResNet-50 (width 64: 256/512/1024 channels at stride
+    # 4/8/16), embedded by 4x4/2x2/1x1 convs to the 14x14 grid of 224 crops.
+    "vit_small_r50": dict(
+        patch_size=16,
+        hidden_size=384,
+        num_layers=12,
+        num_heads=6,
+        mlp_dim=1536,
+        feature_layers=(6, 7, 8, 9),
+        resnet_num_layers=50,
+        resnet_num_stages=3,
+        resnet_width=64,
+        image_size=224,
+    ),
+    # The paper's layout with the released MUSIQ's block shape (MLP 1152
+    # instead of ViT-S's 1536, 14 layers): MUSIQ's transformer blocks 0-9
+    # load into it (`glint.load_vit_from_musiq`), timm's ViT-S cannot be
+    # fetched here.
+    "vit_musiq_r50": dict(
+        patch_size=16,
+        hidden_size=384,
+        num_layers=14,
+        num_heads=6,
+        mlp_dim=1152,
+        feature_layers=(6, 7, 8, 9),
+        resnet_num_layers=50,
+        resnet_num_stages=3,
+        resnet_width=64,
+        image_size=224,
+    ),
+    # CPU demo size: 3 fusion stages, 3 CNN stages of single units.
+    "small": dict(
+        patch_size=16,
+        hidden_size=64,
+        num_layers=4,
+        num_heads=4,
+        mlp_dim=128,
+        feature_layers=(1, 2, 3),
+        resnet_num_layers=11,
+        resnet_num_stages=3,
+        resnet_width=32,
+        image_size=64,
+    ),
+    # For tests: every piece present (2 fusion stages, 2 CNN stages), as
+    # small as GroupNorm(32) allows; 64 px crops -> a 4x4 token grid.
+    "tiny": dict(
+        patch_size=16,
+        hidden_size=32,
+        num_layers=3,
+        num_heads=2,
+        mlp_dim=64,
+        feature_layers=(1, 2),
+        resnet_num_layers=8,
+        resnet_num_stages=2,
+        resnet_width=32,
+        image_size=64,
+    ),
+}
+
+NAMES = tuple(GLINT_SIZES)
+
+
+def get_model_config(name: str) -> ml_collections.ConfigDict:
+  """The hyperparameters of a registered GlintIQA size (a fresh copy)."""
+  if name not in GLINT_SIZES:
+    raise ValueError(f"Unknown GlintIQA size {name!r}; known: "
+                     f"{sorted(GLINT_SIZES)}.")
+  return ml_collections.ConfigDict(copy.deepcopy(GLINT_SIZES[name]))
+
 
 
 class LocalFeatureExtractor(nn.Module):
@@ -155,8 +230,7 @@ class GlintIQA(nn.Module):
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:
   """GlintIQA constructor arguments from an experiment config."""
-  from musiq_jax.configs import glint as glint_config  # pylint: disable=g-import-not-at-top
-  size = glint_config.get_model_config(config.model.size).to_dict()
+  size = get_model_config(config.model.size).to_dict()
   size.pop("image_size")
   size["feature_layers"] = tuple(size["feature_layers"])
   return dict(
@@ -176,7 +250,7 @@ def create_model(config: ml_collections.ConfigDict) -> GlintIQA:
 # Freezing (an optimizer concern: the module has no notion of it).
 # ---------------------------------------------------------------------------
 
-_BLOCK_RE = re.compile(r"vgfe/Transformer/encoderblock_(\d+)/")
+BLOCK_RE = re.compile(r"vgfe/Transformer/encoderblock_(\d+)/")
 
 
 def frozen_mask(params: Mapping[str, Any],
@@ -198,81 +272,12 @@ def frozen_mask(params: Mapping[str, Any],
   def frozen(path: str) -> bool:
     if patch and path.startswith("vgfe/embedding/"):
       return True
-    m = _BLOCK_RE.match(path)
+    m = BLOCK_RE.match(path)
     return bool(m) and int(m.group(1)) <= until
 
-  flat = checkpoint.flatten(params)
-  return checkpoint.unflatten({k: frozen(k) for k in flat})
-
-
-# ---------------------------------------------------------------------------
-# MUSIQ transformer blocks -> ViT blocks.
-# ---------------------------------------------------------------------------
-
-# MUSIQ's patch ResNet (root + block1/unit1) has the shapes of our CLFE's
-# root and first unit when the widths agree.
-_PATCH_RESNET_RE = re.compile(r"(conv_root|gn_root|block1/unit1)/")
-
-
-def load_vit_from_musiq(musiq: Union[str, Mapping[str, np.ndarray]],
-                        init_params: Mapping[str, Any], *,
-                        load_patch_resnet: bool = False) -> dict:
-  """Loads a MUSIQ checkpoint's transformer into GlintIQA's ViT by name.
-
-  `Transformer/encoderblock_{i}` -> `vgfe/Transformer/encoderblock_{i}` for
-  the blocks the ViT builds (MUSIQ's deeper blocks are dropped), and
-  `Transformer/cls` -> `vgfe/cls`. MUSIQ's patch embedding is a ResNet on
-  32x32 patches and its position embedding is a hash grid, so the ViT's
-  conv embedding and position table keep their init, as do the fusion
-  stages and the head. With `load_patch_resnet`, MUSIQ's root conv and
-  first bottleneck unit also go to the CLFE's (same shapes at width 64).
-
-  Args:
-    musiq: path of an original-layout `.npz`, or its flat params (as
-      `checkpoint.read_params` returns).
-    init_params: freshly initialised GlintIQA params.
-    load_patch_resnet: also load the CLFE root and block1/unit1.
-
-  Returns:
-    The merged params tree.
-
-  Raises:
-    checkpoint.CheckpointError: widths differ, the checkpoint has fewer
-      blocks than the ViT builds, or shapes (heads, MLP) do not match.
-  """
-  source = musiq if isinstance(musiq, str) else "MUSIQ params"
-  flat = checkpoint.read_params(musiq) if isinstance(musiq, str) else musiq
-  width_key = "Transformer/encoderblock_0/LayerNorm_0/scale"
-  if width_key not in flat:
-    raise checkpoint.CheckpointError(
-        f"{source}: no '{width_key}'; is this a MUSIQ checkpoint?")
-  ours = int(np.shape(init_params["vgfe"]["cls"])[-1])
-  theirs = int(np.shape(flat[width_key])[0])
-  if ours != theirs:
-    raise checkpoint.CheckpointError(
-        f"{source}: MUSIQ width {theirs} != GlintIQA hidden_size {ours}; the "
-        "transformer blocks only load into a ViT of the same width (size "
-        "'vit_musiq_r50' for the released MUSIQ).")
-  built = {int(m.group(1)) for k in checkpoint.flatten(init_params)
-           for m in [_BLOCK_RE.match(k)] if m}
-  loaded, dropped = {}, 0
-  for k, v in flat.items():
-    m = re.match(r"Transformer/encoderblock_(\d+)/", k)
-    if m and int(m.group(1)) in built:
-      loaded["vgfe/" + k] = v
-    elif k == "Transformer/cls":
-      loaded["vgfe/cls"] = v
-    elif load_patch_resnet and _PATCH_RESNET_RE.match(k):
-      loaded["clfe/" + k] = v
-    else:
-      dropped += 1
-  logging.info("%s: loading %d MUSIQ arrays into GlintIQA, %d not used.",
-               source, len(loaded), dropped)
-  clfe = (r"clfe/(?!conv_root/|gn_root/|block1/unit1/)" if load_patch_resnet
-          else r"clfe/")
-  dont_load = (r"vgfe/embedding/", r"vgfe/Transformer/posembed_input/", clfe,
-               r"local_fusion/", r"fusion/", r"head/")
-  return checkpoint.merge_params(loaded, init_params, dont_load, source=source)
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+  return flax.traverse_util.unflatten_dict(
+      {k: frozen(k) for k in flat}, sep="/")
 
 
 def count_params(params: Any) -> int:

@@ -10,7 +10,7 @@ than a CLS output, so blocks after the last selected one are not built at all
 Parameter names follow vit_jax (`embedding`, `cls`,
 `Transformer/posembed_input/pos_embedding`, `Transformer/encoderblock_{i}`),
 and the blocks are named exactly as in a MUSIQ checkpoint, so MUSIQ's
-transformer blocks load into this encoder by name (`glint.load_vit_from_musiq`).
+transformer blocks load into this encoder by name (`checkpoint.load_vit_from_musiq`).
 """
 
 from typing import Any, Optional, Sequence, Tuple

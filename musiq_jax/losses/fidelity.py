@@ -1,4 +1,4 @@
-"""Losses of the CLIP heads (pure functions, outside the modules).
+"""Fidelity losses (LIQE, CLIP-IQA+): the CLIP heads' losses.
 
 LIQE's quality loss is the pairwise fidelity loss of its `MNL_Loss.loss_m4`: for
 every pair (i, j), i < j, within a group (LIQE groups by source dataset),
@@ -19,7 +19,8 @@ from typing import Dict, Optional
 import jax
 import jax.numpy as jnp
 
-from musiq_jax.clip import heads
+from musiq_jax.losses._common import _as_scores
+from musiq_jax.losses._common import _get
 
 Array = jax.Array
 
@@ -103,6 +104,7 @@ def liqe_loss(logits: Array, batch: Dict[str, Array], *, quality_weight: float =
   Returns:
     (total loss, dict of the per-task losses and the mean score).
   """
+  from musiq_jax.clip import heads  # pylint: disable=g-import-not-at-top
   out = heads.liqe_marginals(logits)
   terms = {"quality": pairwise_fidelity_loss(out["score"], batch["mos"], batch.get("group"))}
   aux = multiclass_fidelity_loss if aux_loss == "fidelity" else cross_entropy_loss
@@ -125,6 +127,7 @@ def clipiqa_loss(logits: Array, batch: Dict[str, Array]) -> tuple[Array, Dict[st
 
   `batch["mos"]` must already be scaled to [0, 1] (e.g. (mos - min) / (max - min)).
   """
+  from musiq_jax.clip import heads  # pylint: disable=g-import-not-at-top
   score = heads.clipiqa_score(logits)
   loss = jnp.mean((score - batch["mos"]) ** 2)
   return loss, {"mse": loss, "score": score.mean()}
@@ -134,3 +137,12 @@ def regression_loss(preds: Array, batch: Dict[str, Array]) -> tuple[Array, Dict[
   """MSE of a linear probe's MOS prediction."""
   loss = jnp.mean((preds - batch["mos"]) ** 2)
   return loss, {"mse": loss}
+
+
+def loss(outputs, batch, *, mos_key="mos", group_key="group"):
+  """LIQE's pairwise fidelity loss of scalar scores against MOS."""
+  return pairwise_fidelity_loss(_as_scores(outputs), _get(batch, mos_key),
+                                batch.get(group_key))
+
+
+readout = _as_scores
