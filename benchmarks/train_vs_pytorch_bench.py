@@ -28,6 +28,7 @@ import functools
 import os
 import sys
 import time
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -41,7 +42,7 @@ from flax import traverse_util  # pylint: disable=g-import-not-at-top,wrong-impo
 
 from musiq_jax import preprocessing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from musiq_jax import scorer as scorer_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from musiq_jax import train as train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from musiq_jax import trainer as train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CKPT = inference_bench.CKPT
 LR = 1e-3
@@ -85,8 +86,14 @@ def main():
 
   # -- Ours. -----------------------------------------------------------------
   tx = optax.sgd(LR)
-  step_fn = jax.jit(functools.partial(train_lib.train_step, model=model,
-                                      tx=tx, loss_fn=mse),
+  # The trainer's own step, with a task of this model, loss and weights
+  # (what `tasks.MusiqTask` gives the trainer for a regression config).
+  task = types.SimpleNamespace(
+      apply=lambda p, b, train, rng=None: model.apply(
+          {"params": p}, b, train=train, rngs={"dropout": rng}),
+      loss=lambda outputs, b: (mse(outputs, b), {}))
+  step_fn = jax.jit(functools.partial(train_lib.train_step, task=task,
+                                      tx=tx),
                     donate_argnums=(0,))
   jbatch = jax.tree.map(jnp.asarray, batch)
   grad_fn = jax.jit(jax.value_and_grad(lambda p, b: mse(

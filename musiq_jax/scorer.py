@@ -133,7 +133,7 @@ class Scorer:
         the one the model trained with (`losses.readout_for`).
       devices: devices to split each batch over (default: this process's
         local devices); batches are sharded on a 'data' mesh axis as the
-        trainer's (`musiq_jax.train`: batch `P('data')`, params
+        trainer's (`musiq_jax.trainer`: batch `P('data')`, params
         replicated), when there are several and `batch_size` is at least
         their number (the batch is then padded to a multiple of it).
     """

@@ -30,6 +30,7 @@ Tasks:
 
 from __future__ import annotations
 
+import itertools
 import os
 import zlib
 from typing import Any, Dict, Iterator, Mapping, Optional
@@ -731,6 +732,28 @@ class CropScorer:
       for j in np.flatnonzero(batch["valid"] > 0):
         results[int(batch["image_id"][j])].score = float(scores[j])
     return results
+
+
+  num_devices = 1  # `predict`'s summary line; crops score on one device.
+
+  def score_batches(self, images, names=None):
+    """Lazily scores a stream: yields the results of each `batch_size`
+    images (in input order), as `Scorer.score_batches` does, so
+    `predict`'s streamed output, resume and shards serve crop workdirs."""
+    images = iter(images)
+    names = iter(names) if names is not None else None
+    while True:
+      chunk = list(itertools.islice(images, self.batch_size))
+      if not chunk:
+        return
+      chunk_names = (None if names is None else
+                     list(itertools.islice(names, len(chunk))))
+      yield self.score(chunk, chunk_names)
+
+  def score_iter(self, images, names=None):
+    """One result at a time, in input order."""
+    for results in self.score_batches(images, names):
+      yield from results
 
 
 def load_crop_scorer(ckpt_path: str, info: Mapping[str, Any],
