@@ -4,7 +4,7 @@ Same run, same weights (the default 3-scale MUSIQ, random weights in the
 original `.npz` layout, mapped into pyiqa's state dict), same batch of
 tokens: a 1024x768 photo preprocessed as the paper trains on KonIQ (224 and
 384 scales plus at most 512 native tokens: 705 tokens), squared error to a
-label, plain SGD. Ours is `musiq_jax.train.train_step` (jitted, state
+label, plain SGD. Ours is `musiq_jax.trainer.train_step` (jitted, state
 donated); PyTorch's is pyiqa's `musiq_arch.py` MUSIQ with autograd and
 `torch.optim.SGD`, 2 threads (`--torch_compile` also times it under
 `torch.compile`). Before timing, it checks that both give the same loss and

@@ -25,6 +25,11 @@ import importlib.util
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
 
+# The subprocess runs compare runs with each other (sharded vs one device,
+# two processes vs one, killed vs uninterrupted), all compiled alike: XLA's
+# full optimisation costs more than it saves in these few tiny steps.
+FAST_COMPILE_ENV = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+
 def load_config(path, arg=None):
   spec = importlib.util.spec_from_file_location("cfg", path)
   module = importlib.util.module_from_spec(spec)
@@ -223,7 +228,7 @@ def test_every_config_file_loads():
 
 def test_sharded_steps_equal_single_device():
   script = os.path.join(os.path.dirname(__file__), "sharding_check.py")
-  env = dict(os.environ,
+  env = dict(os.environ, **FAST_COMPILE_ENV,
              XLA_FLAGS="--xla_force_host_platform_device_count=8",
              TF_CPP_MIN_LOG_LEVEL="3")
   out = subprocess.run([sys.executable, script], capture_output=True,
@@ -241,7 +246,7 @@ def _free_port():
 
 def test_two_processes_train_like_one(tmp_path):
   script = os.path.join(os.path.dirname(__file__), "multihost_check.py")
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  env = dict(os.environ, **FAST_COMPILE_ENV, TF_CPP_MIN_LOG_LEVEL="3")
   env.pop("XLA_FLAGS", None)
   port = _free_port()
   procs = [subprocess.Popen(
@@ -299,7 +304,7 @@ def _kill_when(proc, condition, timeout=600):
   return False
 
 
-_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+_ENV = dict(os.environ, **FAST_COMPILE_ENV, TF_CPP_MIN_LOG_LEVEL="3")
 
 
 @pytest.fixture(scope="module")
