@@ -27,7 +27,7 @@ setup-test: $(VENV)/.installed-test
 
 # pytest exits 5 when it collects no test; say so instead of failing obscurely.
 test: setup-test
-	$(PY) -m pytest -n 2 --maxschedchunk=1 --durations=25 tests; rc=$$?; \
+	$(PY) -m pytest -n 2 --durations=25 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
 demo: setup

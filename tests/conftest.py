@@ -42,31 +42,3 @@ def fast_compile():
   jax.config.update("jax_disable_most_optimizations", True)
   yield
   jax.config.update("jax_disable_most_optimizations", old)
-
-
-
-# The longest tests go first, longest first (measured durations of a CI-sized
-# run), and `make test` hands tests out one at a time (--maxschedchunk=1):
-# the two workers then end together, instead of one running the long
-# training subprocesses alone at the end.
-_SLOW_FIRST = ("test_sharded_steps_equal_single_device",
-               "test_two_processes_train_like_one",
-               "test_glint_trains_by_its_config",
-               "test_sigkill_and_resume_equals_uninterrupted",
-               "test_notebook_runs",
-               "test_liqe_trains_by_its_config",
-               "test_end_to_end_results_best_npz_and_predict",
-               "test_predict_workdir_scores_a_crop_baseline",
-               "test_resume_equals_uninterrupted_run",
-               "test_sigkill_then_resume",
-               "test_two_shard_processes")
-
-
-def pytest_collection_modifyitems(items):
-  def rank(item):
-    name = item.name.split("[")[0]
-    for i, prefix in enumerate(_SLOW_FIRST):
-      if name.startswith(prefix):
-        return i
-    return len(_SLOW_FIRST)
-  items.sort(key=rank)  # Stable: the others keep their order.
