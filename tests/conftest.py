@@ -42,3 +42,33 @@ def fast_compile():
   jax.config.update("jax_disable_most_optimizations", True)
   yield
   jax.config.update("jax_disable_most_optimizations", old)
+
+
+TINY_DATASET = "synthetic_iqa/tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+  """A TFDS data_dir holding synthetic_iqa/tiny, built once per test run.
+
+  The build (~10 s) is shared by every module that only reads the tiny
+  dataset, and by both pytest-xdist workers: the folder sits above the
+  workers' own temp folders and the first worker builds it under a file
+  lock while the other waits. Tests that build other datasets keep their
+  own data_dir.
+  """
+  import fcntl  # pylint: disable=g-import-not-at-top
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent  # Shared by the workers of this run.
+  data_dir = base / "shared_tfds"
+  with open(base / "shared_tfds.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      from musiq_jax.datasets import build  # pylint: disable=g-import-not-at-top
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+      if not tfds.builder(TINY_DATASET, data_dir=str(data_dir)).is_prepared():
+        build.build(TINY_DATASET, str(data_dir), None)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+  return str(data_dir)

@@ -34,12 +34,19 @@ from musiq_jax.clip import tokenizer as tokenizer_lib
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: the runs outlive pytest's module boundaries, which a
+# worker may cross between two tests of this module.
+@pytest.fixture(scope="session")
 def root(tmp_path_factory):
   return tmp_path_factory.mktemp("crop_baselines")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def data_dir(tiny_data_dir):
+  return tiny_data_dir  # synthetic_iqa/tiny, built once (conftest.py).
+
+
+@pytest.fixture(scope="session")
 def tokenizer_dir(root):
   d = str(root / "vocab")
   os.makedirs(d)
@@ -47,18 +54,30 @@ def tokenizer_dir(root):
   return d
 
 
-def _run(name, arg, root, **overrides):
-  config = load_config(name, arg)
-  config.data_dir = str(root / "tfds")
-  for k, v in overrides.items():
-    node = config
-    *path, leaf = k.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = v
-  workdir = str(root / f"{name}_{arg}")
-  summary = trainer.train_and_evaluate(config, workdir)
-  return config, workdir, summary
+# The runs the tests below train (glint with 4 steps, validated every 2).
+_OVERRIDES = {"glint": {"num_train_steps": 4, "eval_every_steps": 2}}
+
+
+@pytest.fixture(scope="session")
+def run(root, data_dir, tokenizer_dir):
+  """name -> (config, workdir, summary) of its `:tiny` config's run, trained
+  on first use and shared by this module's tests on this pytest-xdist
+  worker (each worker trains a run at most once)."""
+  runs = {}
+
+  def get(name):
+    if name not in runs:
+      config = load_config(name, "tiny")
+      config.data_dir = data_dir
+      if "tokenizer_dir" in config.init:
+        config.init.tokenizer_dir = tokenizer_dir
+      for k, v in _OVERRIDES.get(name, {}).items():
+        config[k] = v
+      workdir = str(root / f"{name}_tiny")
+      summary = trainer.train_and_evaluate(config, workdir)
+      runs[name] = config, workdir, summary
+    return runs[name]
+  return get
 
 
 def _check_workdir(workdir, model_prefix):
@@ -76,13 +95,12 @@ def _check_workdir(workdir, model_prefix):
   return res
 
 
-def test_glint_trains_by_its_config(root):
-  config, workdir, summary = _run("glint", "tiny", root,
-                                  num_train_steps=4, eval_every_steps=2)
+def test_glint_trains_by_its_config(run):
+  config, workdir, summary = run("glint")
   res = _check_workdir(workdir, "glint/tiny/finetune")
   assert res["best_step"] in (2, 4)
   # best.npz holds the GlintIQA tree and scores like the in-memory model.
-  init = tasks.get_task(config).init_params(jax.random.PRNGKey(0))
+  init = jax.jit(tasks.get_task(config).init_params)(jax.random.PRNGKey(0))
   params = checkpoint.load_params(os.path.join(workdir, "best.npz"),
                                   jax.device_get(init))
   assert set(checkpoint.flatten(params)) == set(checkpoint.flatten(init))
@@ -90,10 +108,8 @@ def test_glint_trains_by_its_config(root):
       int(np.prod(np.shape(v))) for v in jax.tree.leaves(init))
 
 
-def test_liqe_trains_by_its_config_with_distortion_labels(root,
-                                                          tokenizer_dir):
-  config, workdir, _ = _run("liqe", "tiny", root,
-                            **{"init.tokenizer_dir": tokenizer_dir})
+def test_liqe_trains_by_its_config_with_distortion_labels(run):
+  config, workdir, _ = run("liqe")
   _check_workdir(workdir, "liqe/tiny/finetune")
   # Scores are LIQE's expected level mapped onto the MOS range 1..5.
   with np.load(os.path.join(workdir, "predictions_test.npz")) as d:
@@ -104,10 +120,8 @@ def test_liqe_trains_by_its_config_with_distortion_labels(root,
 @pytest.mark.parametrize("name,trained_keys", [
     ("clipiqa", {"context"}),  # CLIP-IQA+: only the CoOp context learns.
     ("clip_linear", {"head/kernel", "head/bias"})])  # A linear probe.
-def test_clip_heads_train_only_what_is_not_frozen(root, tokenizer_dir, name,
-                                                  trained_keys):
-  config, workdir, _ = _run(name, "tiny", root,
-                            **{"init.tokenizer_dir": tokenizer_dir})
+def test_clip_heads_train_only_what_is_not_frozen(run, name, trained_keys):
+  config, workdir, _ = run(name)
   _check_workdir(workdir, f"{name}/tiny/finetune")
   init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))  # as run
   init = checkpoint.flatten(jax.device_get(
@@ -117,14 +131,14 @@ def test_clip_heads_train_only_what_is_not_frozen(root, tokenizer_dir, name,
   assert moved == trained_keys, sorted(moved)[:5]
 
 
-def test_multi_crop_scores_do_not_depend_on_the_batch(root, tokenizer_dir):
-  # The CLIP-IQA run of the test above scored from its workdir with 2 and
-  # with 5 images per batch (the last batch padded) must agree, and agree
-  # with the run's own evaluation.
+def test_multi_crop_scores_do_not_depend_on_the_batch(run, data_dir):
+  # The CLIP-IQA run scored from its workdir with 2 and with 5 images per
+  # batch (the last batch padded) must agree, and agree with the run's own
+  # evaluation.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from musiq_jax import scorer as scorer_lib  # pylint: disable=g-import-not-at-top
-  workdir = str(root / "clipiqa_tiny")
-  builder = tfds.builder("synthetic_iqa/tiny", data_dir=str(root / "tfds"))
+  _, workdir, _ = run("clipiqa")
+  builder = tfds.builder("synthetic_iqa/tiny", data_dir=data_dir)
   ds = builder.as_dataset("test", decoders={"image": tfds.decode.SkipDecoding()})
   images, ids = zip(*[(e["image"], e["image_id"].decode())
                       for e in tfds.as_numpy(ds)])
@@ -141,13 +155,10 @@ def test_multi_crop_scores_do_not_depend_on_the_batch(root, tokenizer_dir):
                              atol=1e-6)
 
 
-def test_baselines_join_the_comparison_table(root, tokenizer_dir):
-  # Runs of the tests above (module-scoped root) plus the tiny MUSIQ-free
-  # table: compare reads every crop workdir as train.py's.
-  dirs = [str(root / d) for d in ("glint_tiny", "liqe_tiny",
-                                  "clipiqa_tiny")]
-  dirs = [d for d in dirs if os.path.exists(os.path.join(d, "results.json"))]
-  assert len(dirs) == 3, "run the whole module"
+def test_baselines_join_the_comparison_table(run):
+  # The crop runs of the tests above in one table: compare reads every crop
+  # workdir as it reads MUSIQ's.
+  dirs = [run(name)[1] for name in ("glint", "liqe", "clipiqa")]
   rows = compare.compare(dirs, split="test", bootstrap=50)
   assert [r["model"].split("/")[0] for r in rows] == ["glint", "liqe",
                                                       "clipiqa"]

@@ -38,6 +38,9 @@ def _photo_crop(i, h=48, w=64):
   return np.ascontiguousarray(p[y:y + 2 * h:2, x:x + 2 * w:2])
 
 
+# Few-step runs: XLA's full optimisation costs more than it saves.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 # Every example of these runs fits in this many tokens (asserted): one
 # padded shape for training and evaluation, so few programs to compile.
 MAX_SEQ_LEN = 24
@@ -60,11 +63,12 @@ def _few_steps(c, data_dir):
   return c
 
 
-def regression_config(tmp):
-  return _few_steps(load_config("synthetic", "tiny"), str(tmp / "tfds"))
+def regression_config(tmp, tiny_data_dir):
+  del tmp  # synthetic_iqa/tiny is built once per test run (conftest.py).
+  return _few_steps(load_config("synthetic", "tiny"), tiny_data_dir)
 
 
-def levels_config(tmp):
+def levels_config(tmp, _):
   """Rating levels over KonIQ's 0..100 MOS (a fake KonIQ-10k)."""
   manual = str(tmp / "koniq")
   df.make_koniq(manual, n=12, image=_photo_crop)
@@ -77,7 +81,7 @@ def levels_config(tmp):
   return c
 
 
-def distribution_config(tmp):
+def distribution_config(tmp, _):
   """AVA's 10-bin distribution head with the EMD loss (a fake AVA)."""
   manual = str(tmp / "ava")
   # 45 pictures: 3 test (generic_test.jpgl), 2 validation (5% of the rest),
@@ -110,7 +114,7 @@ def _write_test_images(config, folder):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, fast_compile):
+def trained(tmp_path_factory, fast_compile, tiny_data_dir):
   """head -> (config, workdir) of a few-step run; trained once per module."""
   del fast_compile
   runs = {}
@@ -118,7 +122,7 @@ def trained(tmp_path_factory, fast_compile):
   def get(head):
     if head not in runs:
       tmp = tmp_path_factory.mktemp(head)
-      config = HEADS[head](tmp)
+      config = HEADS[head](tmp, tiny_data_dir)
       workdir = str(tmp / "workdir")
       trainer.train_and_evaluate(config, workdir)
       runs[head] = (config, workdir)
@@ -204,13 +208,13 @@ CROP_TASKS = {"rank": "rankiqa_pretrain", "crops": "liqe"}
 
 @pytest.mark.parametrize("task", sorted(CROP_TASKS))
 def test_predict_workdir_scores_a_crop_baseline_like_its_run(
-    task, tmp_path_factory, tmp_path):
+    task, tmp_path_factory, tmp_path, tiny_data_dir):
   from clip_fixtures import oracle  # pylint: disable=g-import-not-at-top
   from musiq_jax.clip import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp(task)
   c = load_config(CROP_TASKS[task], "tiny")
-  assert c.task == task
-  c.data_dir = str(root / "tfds")
+  assert c.task == task and c.dataset == "synthetic_iqa/tiny"
+  c.data_dir = tiny_data_dir
   c.num_train_steps = 2
   c.eval_every_steps = 2
   c.eval_splits = ("test",)

@@ -4,7 +4,6 @@ import collections
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 import musiq_jax.datasets  # pylint: disable=unused-import
 from musiq_jax import input_pipeline as ip
@@ -17,11 +16,9 @@ NAME = "synthetic_iqa/tiny"
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  d = str(tmp_path_factory.mktemp("tfds"))
-  tfds.builder(NAME, data_dir=d).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-  return d
+def data_dir(tiny_data_dir):
+  assert NAME == "synthetic_iqa/tiny"
+  return tiny_data_dir  # Built once per test run (conftest.py).
 
 
 def _ids(batches):

@@ -18,8 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "colabs", "*.ipynb")))
 
 
-def _params(name, tmp):
-  data_dir = repr(str(tmp / "tfds"))
+def _params(name, tmp, data_dir):
+  data_dir = repr(data_dir)
   if name == "inference":
     return (f'CKPT_PATH = None\nIMAGE_PATHS = None\n'
             f'SKIMAGE_PHOTOS = ("chelsea",)\nMAX_SIDE = 96\n'
@@ -45,7 +45,7 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
-def test_notebook_runs(path, tmp_path, monkeypatch):
+def test_notebook_runs(path, tmp_path, monkeypatch, tiny_data_dir):
   name = os.path.splitext(os.path.basename(path))[0]
   nb = nbformat.read(path, as_version=4)
   nbformat.validate(nb)
@@ -55,7 +55,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
   tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
   assert len(tagged) == 1, f"{name}: exactly one cell tagged 'parameters'"
   assert "pip install" in code[0].source and "find_spec" in code[0].source
-  tagged[0].source = _params(name, tmp_path)
+  tagged[0].source = _params(name, tmp_path, tiny_data_dir)
   # The kernel inherits the environment: CPU only, quiet TF, and cheap
   # compiles (compile time dominates these tiny runs).
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
