@@ -62,13 +62,10 @@ def tiny_data_dir(tmp_path_factory):
   if os.environ.get("PYTEST_XDIST_WORKER"):
     base = base.parent  # Shared by the workers of this run.
   data_dir = base / "shared_tfds"
-  with open(base / "shared_tfds.lock", "w") as lock:
+  with open(base / "shared_tfds.lock", "w") as lock:  # Closing unlocks.
     fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-      from musiq_jax.datasets import build  # pylint: disable=g-import-not-at-top
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      if not tfds.builder(TINY_DATASET, data_dir=str(data_dir)).is_prepared():
-        build.build(TINY_DATASET, str(data_dir), None)
-    finally:
-      fcntl.flock(lock, fcntl.LOCK_UN)
+    from musiq_jax.datasets import build  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    if not tfds.builder(TINY_DATASET, data_dir=str(data_dir)).is_prepared():
+      build.build(TINY_DATASET, str(data_dir))
   return str(data_dir)

@@ -7,17 +7,16 @@ import pytest
 
 import musiq_jax.datasets  # pylint: disable=unused-import
 from musiq_jax import input_pipeline as ip
+from conftest import TINY_DATASET as NAME
 from musiq_jax import preprocessing
 
 CFG = preprocessing.PreprocessConfig(
     patch_size=16, patch_stride=16, longer_side_lengths=(32,),
     max_seq_len_from_original_res=-1)
-NAME = "synthetic_iqa/tiny"
 
 
 @pytest.fixture(scope="module")
 def data_dir(tiny_data_dir):
-  assert NAME == "synthetic_iqa/tiny"
   return tiny_data_dir  # Built once per test run (conftest.py).
 
 
