@@ -11,7 +11,8 @@ validation/test with the mean over random crops (RankIQA's protocol). Must
 use the same `model`/`crop_size` as the pretraining run. Without
 `init.pretrained_workdir` it trains from scratch (the no-ranking ablation).
 
-Args: "tiny" = test-sized, to pair with rankiqa_pretrain.py:tiny.
+Args: "tiny" = test-sized, to pair with rankiqa_pretrain.py:tiny; "musiq"
+= MUSIQ as the backbone, to pair with rankiqa_pretrain.py:musiq.
 """
 
 import importlib.util
@@ -34,14 +35,19 @@ def _pretrain_config(arg):
 
 
 def get_config(arg=None):
-  words = base.args(arg, config="rankiqa_finetune.py")
+  words = base.args(arg, ("musiq",), config="rankiqa_finetune.py")
   c = _pretrain_config(arg)
   c.task = "crops"  # musiq_jax.tasks.CropTask on MOS.
   c.stage = "finetune"
   c.loss = config_dict.ConfigDict(dict(kind="mse"))  # RankIQA: L2 on MOS.
   # A fresh head predicting 0 would start with a large MSE on MOS 1..5, so it
   # starts random as RankIQA's new fc layer.
-  c.model.zero_init_head = False
+  if c.model_name == "musiq":
+    # MUSIQ's head: zero kernel, bias at the MOS range's centre (as the
+    # MUSIQ task's regression head, `tasks.head_bias_init`).
+    c.model.head_bias_init = 0.5 * (c.mos_range[0] + c.mos_range[1])
+  else:
+    c.model.zero_init_head = False
   c.input.batch_size = 32  # Crops per step (RankIQA's fine-tune batch: 16+).
   c.input.flip = True  # Random crop + horizontal flip as in RankIQA.
   c.optimizer.name = "sgd"  # RankIQA: SGD, momentum 0.9, wd 5e-4.
@@ -56,6 +62,12 @@ def get_config(arg=None):
   c.optimizer.grad_clip_norm = 1.0  # Guards the random head's first steps.
   c.num_train_steps = 400  # RankIQA: 10k-20k; 535 s on an idle 2-core CPU.
   c.eval_every_steps = 100  # Best-by-validation-SRCC selection.
+  if c.model_name == "musiq":
+    # Adam as the pretraining stage's MUSIQ (configs/rankiqa_pretrain.py),
+    # a smaller step for fine-tuning.
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 1e-4
+    c.optimizer.weight_decay = 0.0
   if "tiny" in words:
     c.input.batch_size = 8
     c.num_train_steps = 4

@@ -10,24 +10,29 @@ ICCV 2017, Sec. 3-4; github.com/xialeiliu/RankIQA: the LIVE generator
 `data/data_generator/distortion_generator.m`, the loss
 `src/MyLossLayer/netloss_*.py`, the solver prototxts) where they fit; what is scaled down for a 2-core CPU says so.
 
-Args (after the colon): "tiny" = test-sized (tiny CNN, 32 px crops,
-synthetic_iqa/tiny, a few steps).
+Args (after the colon, comma-separated): "tiny" = test-sized (tiny CNN, 32
+px crops, synthetic_iqa/tiny, a few steps); "musiq" = MUSIQ as the ranked
+backbone (with "tiny": the tiny MUSIQ on 64 px crops).
 
 Backbones: `model_name="small_cnn"` (RankIQA's shallow net family, any
-`model.variant` of `musiq_jax.models.small_cnn.VARIANTS`). MUSIQ as the
-backbone is not wired yet: it needs the crops turned into multi-scale patch
-tokens (`musiq_jax.preprocessing`) inside the jitted step; a documented
-option only.
+`model.variant` of `musiq_jax.models.small_cnn.VARIANTS`), or "musiq"
+(`musiq_jax.crop_models.MusiqCrops`): every crop of a ranked batch becomes
+multi-scale patch tokens inside the jitted step (the scorer's device
+preprocessing), so the ranking stage pre-trains MUSIQ itself, as RankIQA
+(Sec. 3) proposes the ranking idea for any network. Its export is a MUSIQ
+checkpoint: `configs/rankiqa_finetune.py:musiq` fine-tunes it on crops,
+and the MUSIQ task loads it with `init.pretrained_npz`.
 """
 
 import ml_collections
 from ml_collections import config_dict
 
 from musiq_jax.configs import base
+from musiq_jax.configs import models
 
 
 def get_config(arg=None):
-  words = base.args(arg, config="rankiqa_pretrain.py")
+  words = base.args(arg, ("musiq",), config="rankiqa_pretrain.py")
   c = base.trainer_defaults(ml_collections.ConfigDict())
   c.task = "rank"  # musiq_jax.tasks.RankTask ("crops" to fine-tune).
   c.stage = "rank"  # "rank" (this file) or "finetune".
@@ -120,4 +125,34 @@ def get_config(arg=None):
     c.log_every_steps = 2
     c.eval_every_steps = 2
     c.eval.num_crops = 2
+  if "musiq" in words:
+    _musiq_backbone(c, tiny="tiny" in words)
   return c
+
+
+def _musiq_backbone(c, tiny: bool):
+  """MUSIQ (Ke et al., ICCV 2021) as the ranked backbone, CPU-sized."""
+  c.model_name = "musiq"  # musiq_jax.crop_models.MusiqCrops.
+  c.model_size = "tiny" if tiny else "small"
+  c.model = models.get_model_config(c.model_size)
+  c.model.num_classes = 1
+  c.model.dropout_rate = 0.0
+  c.model.attention_dropout_rate = 0.0
+  c.model.stochastic_layer_drop_rate = 0.0
+  # The demo model's settings (configs/synthetic.py).
+  c.model.resnet_num_groups = 4
+  c.model.patch_input = "mscn"
+  # Tokens of each crop: the native scale whole plus one ARP resize (the
+  # paper's 224/384 would upscale a 96 px crop).
+  c.pp = ml_collections.ConfigDict(dict(
+      patch_size=32, patch_stride=32, hse_grid_size=10,
+      longer_side_lengths=(32,) if tiny else (64,),
+      max_seq_len_from_original_res=-1))
+  # 96 px crops of 32 px patches: 3x3 native + 2x2 resized = 13 tokens.
+  c.crop_size = 64 if tiny else 96
+  # Adam as configs/synthetic.py trains the same model from scratch
+  # (RankIQA's SGD schedule is for an ImageNet VGG-16).
+  c.optimizer.name = "adam"
+  c.optimizer.learning_rate = 3e-4
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.grad_clip_norm = 1.0

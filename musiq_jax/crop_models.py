@@ -14,6 +14,11 @@ Registered names:
 * "glint": the GlintIQA-style hybrid (`models/glint.py`); L1 on MOS,
   optional MUSIQ transformer blocks as the ViT's init (`init.musiq_npz`),
   the paper's frozen ViT layers (`optimizer.freeze_*`).
+* "musiq": MUSIQ itself (`models/musiq.py`) on crops: each crop becomes
+  multi-scale patch tokens inside the jitted step (`MusiqCrops`, the
+  scorer's device preprocessing), so RankIQA's ranking stage can pre-train
+  MUSIQ (RankIQA, Liu et al. ICCV 2017, Sec. 3: the ranking idea for any
+  network); its params are a `musiq.Model`'s, so the MUSIQ task loads them.
 * "liqe", "clipiqa", "clip_linear": the CLIP heads (`clip/heads.py`) on
   CLIP-normalised crops, with prompt ids tokenized from
   `init.tokenizer_dir` and CLIP weights from `init.clip_weights`.
@@ -176,6 +181,68 @@ def _glint(config) -> CropModel:
                    init_hook=init_hook)
 
 
+class MusiqCrops(nn.Module):
+  """MUSIQ on uint8 crops [B, S, S, 3] (or [B, K, S, S, 3]) -> [B, classes].
+
+  Each crop is turned into its multi-scale tokens on the device
+  (`preprocessing.tokens_from_canvas` with jax.numpy, as the scorer does:
+  Gaussian ARP resizes for `pp.longer_side_lengths`, plus the native scale),
+  then `musiq.Model` runs on them. Every crop has the same size, so one
+  plan serves the batch. The params are exactly `musiq.Model(**model)`'s
+  (the model is applied as this module's own scope), so a ranking-stage
+  export loads into the MUSIQ task and into `load_scorer`.
+  """
+  model: Dict[str, Any]  # musiq.Model's fields.
+  pp: Any  # preprocessing.PreprocessConfig of the tokens.
+  crop_size: int
+
+  def setup(self):
+    from musiq_jax.models import musiq  # pylint: disable=g-import-not-at-top
+    self.musiq = musiq.Model(**self.model)
+    # In this module's own scope: the params tree is musiq.Model's.
+    nn.share_scope(self, self.musiq)
+
+  def tokens(self, crops):
+    """uint8 [..., S, S, 3] -> token features [..., T, ...] (jittable)."""
+    from musiq_jax import preprocessing  # pylint: disable=g-import-not-at-top
+    s, cfg = self.crop_size, self.pp
+    plan = preprocessing.make_plan(s, s, cfg)
+    ch = preprocessing.grid_count(s, cfg.patch_stride)
+    size = preprocessing.canvas_size((ch, ch), cfg)
+    top, left = int(plan["box"][0]), int(plan["box"][1])
+    lead = crops.shape[:-3]
+    flat = jnp.reshape(crops, (-1, s, s, 3))
+    canvas = jnp.pad(flat, ((0, 0), (top, size[0] - top - s),
+                            (left, size[1] - left - s), (0, 0)))
+    one = lambda c: preprocessing.tokens_from_canvas(c, plan, cfg, (ch, ch),
+                                                     jnp)
+    feats = jax.vmap(one)(canvas)
+    return {k: jnp.reshape(v, lead + v.shape[1:]) for k, v in feats.items()}
+
+  def __call__(self, crops, train: bool = False):
+    return self.musiq(self.tokens(crops), train=train)
+
+
+def _musiq(config) -> CropModel:
+  from musiq_jax import preprocessing  # pylint: disable=g-import-not-at-top
+  pp = preprocessing.PreprocessConfig.from_dict(dict(config.pp))
+  if (pp.max_seq_len_from_original_res is not None and
+      0 <= pp.max_seq_len_from_original_res <
+      preprocessing.num_patches(config.crop_size, config.crop_size,
+                                pp.patch_stride)):
+    raise ValueError("model_name='musiq' keeps every native patch of a crop: "
+                     "set pp.max_seq_len_from_original_res=-1.")
+  model = dict(config.model)
+  model.setdefault("num_scales", pp.num_scales)
+  model["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[
+      config.get("dtype", "float32")]
+  module = MusiqCrops(model=model, pp=pp, crop_size=int(config.crop_size))
+  return CropModel(name=f"musiq/{config.get('model_size', 'custom')}",
+                   module=module, normalize=lambda images: images,
+                   loss=_regression_loss(config),
+                   score=losses.get_score_fn("regression"))
+
+
 def _mos_unit(config):
   """(to_unit, from_unit) maps between the MOS range and [0, 1]."""
   lo, hi = (float(v) for v in config.mos_range)
@@ -276,6 +343,7 @@ def _clip_head(config) -> CropModel:
 _REGISTRY = {
     "small_cnn": _small_cnn,
     "glint": _glint,
+    "musiq": _musiq,
     "liqe": _clip_head,
     "clipiqa": _clip_head,
     "clip_linear": _clip_head,

@@ -253,3 +253,69 @@ def test_finetune_loads_the_ranked_backbone_with_a_fresh_head(tmp_path):
   c.init.pretrained_workdir = str(tmp_path / "nope")
   with pytest.raises(FileNotFoundError, match="pretraining stage first"):
     tasks.get_task(c).load_pretrained(init)
+
+
+def test_musiq_as_the_ranked_backbone_is_musiq_on_each_crops_tokens(tmp_path):
+  """configs/rankiqa_pretrain.py:musiq: the crop module's params are a
+  `musiq.Model`'s, its tokens are the host preprocessing of each crop, its
+  outputs MUSIQ's on those tokens, and its export loads into the MUSIQ
+  task (the ranking stage as MUSIQ's pre-training)."""
+  from musiq_jax import preprocessing  # pylint: disable=g-import-not-at-top
+  from musiq_jax.models import musiq  # pylint: disable=g-import-not-at-top
+  c = load_config("rankiqa_pretrain", "musiq,tiny")
+  assert (c.task, c.model_name, c.crop_size) == ("rank", "musiq", 64)
+  task = tasks.get_task(c)
+  params = jax.device_get(task.init_params(jax.random.PRNGKey(0)))
+  pp = preprocessing.PreprocessConfig.from_dict(dict(c.pp))
+  plain = musiq.Model(num_scales=pp.num_scales, **c.model)
+  crops = np.stack([oracle_photo[:64, :64] for oracle_photo in (
+      _photo("chelsea"), _photo("astronaut"), _photo("coffee"))])
+  host = [preprocessing.preprocess_image(x, pp) for x in crops]
+  ref_params = plain.init(jax.random.PRNGKey(0), preprocessing.pad_batch(
+      host[:1]))["params"]
+  assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, ref_params)
+  # Random weights everywhere (the head starts at zero).
+  params = jax.tree.map(
+      lambda x: np.asarray(0.1 * jax.random.normal(jax.random.PRNGKey(3),
+                                                   x.shape), x.dtype), params)
+  tokens = jax.jit(task.module.tokens)(crops)
+  for k in ("patches", "spatial", "scale", "mask"):
+    np.testing.assert_allclose(np.asarray(tokens[k]),
+                               np.stack([h[k] for h in host]), atol=1e-6,
+                               err_msg=k)
+  got = task.apply(params, {"image": crops}, train=False)
+  want = plain.apply({"params": params}, preprocessing.pad_batch(host))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5,
+                             atol=1e-5)
+  assert np.ptp(np.asarray(got)) > 0
+  # [B, K, S, S, 3] eval crops: the mean of the K crops' scores.
+  k_crops = np.stack([crops, crops[::-1]], axis=1)
+  pooled = task.eval_scores(params, {"image": k_crops})
+  np.testing.assert_allclose(
+      np.asarray(pooled), (np.asarray(got)[:, 0] + np.asarray(got)[::-1, 0])
+      / 2, rtol=1e-5, atol=1e-5)
+  # Its export is a MUSIQ checkpoint: the MUSIQ task loads all but the head.
+  npz = str(tmp_path / "best.npz")
+  checkpoint.export_npz(params, npz)
+  m = load_config("synthetic", "tiny")
+  m.init.pretrained_npz = npz
+  mtask = tasks.get_task(m)
+  minit = jax.device_get(mtask.init_params(jax.random.PRNGKey(1)))
+  loaded, source = mtask.load_pretrained(minit)
+  assert source == npz
+  flat, want_flat = checkpoint.flatten(loaded), checkpoint.flatten(params)
+  init_flat = checkpoint.flatten(minit)
+  assert set(flat) == set(want_flat)
+  for key, v in flat.items():
+    np.testing.assert_array_equal(
+        v, init_flat[key] if key.startswith("head/") else want_flat[key])
+  # A native-scale cut would drop patches of a crop: refused by name.
+  c.pp.max_seq_len_from_original_res = 1
+  with pytest.raises(ValueError, match="max_seq_len_from_original_res=-1"):
+    tasks.get_task(c)
+
+
+def _photo(name):
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  x = getattr(skimage.data, name)()
+  return np.ascontiguousarray(x[..., :3]).astype(np.uint8)

@@ -203,7 +203,9 @@ def test_a_larger_photo_is_scored_with_every_native_patch(trained, tmp_path):
 
 # The crop tasks (musiq_jax.tasks): RankIQA's ranking stage and LIQE's
 # multi-crop CLIP head, each scored with its own eval crops and pooling.
-CROP_TASKS = {"rank": "rankiqa_pretrain", "crops": "liqe"}
+# "rank_musiq": MUSIQ as the ranked backbone (configs/rankiqa_pretrain.py:musiq).
+CROP_TASKS = {"rank": ("rankiqa_pretrain", "tiny"), "crops": ("liqe", "tiny"),
+              "rank_musiq": ("rankiqa_pretrain", "musiq,tiny")}
 
 
 @pytest.mark.parametrize("task", sorted(CROP_TASKS))
@@ -212,8 +214,8 @@ def test_predict_workdir_scores_a_crop_baseline_like_its_run(
   from clip_fixtures import oracle  # pylint: disable=g-import-not-at-top
   from musiq_jax.clip import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp(task)
-  c = load_config(CROP_TASKS[task], "tiny")
-  assert c.task == task and c.dataset == "synthetic_iqa/tiny"
+  c = load_config(*CROP_TASKS[task])
+  assert c.task == task.split("_")[0] and c.dataset == "synthetic_iqa/tiny"
   c.data_dir = tiny_data_dir
   c.num_train_steps = 2
   c.eval_every_steps = 2
@@ -224,7 +226,7 @@ def test_predict_workdir_scores_a_crop_baseline_like_its_run(
   workdir = str(root / "workdir")
   trainer.train_and_evaluate(c, workdir)
   with open(os.path.join(workdir, "best.json")) as f:
-    assert json.load(f)["task"] == task
+    assert json.load(f)["task"] == c.task
   with np.load(os.path.join(workdir, "predictions_test.npz")) as p:
     want = dict(zip(p["image_id"].tolist(), p["prediction"].tolist()))
   files = _write_test_images(c, str(tmp_path / "test_images"))
