@@ -345,6 +345,24 @@ class Trainer:
                                                         np.asarray(v))
     return out
 
+  def global_ids(self, local_ids: np.ndarray) -> np.ndarray:
+    """This process's image ids of a batch -> every process's, as bytes, in
+    the rows of the global batch that `device_batch` assembles (the ids take
+    the same sharding, so their order is the scores' order). A collective:
+    every process calls it for the same batch."""
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    encoded = [i if isinstance(i, bytes) else str(i).encode("utf-8")
+               for i in local_ids.tolist()]
+    width = int(np.max(multihost_utils.process_allgather(
+        np.int32(max(map(len, encoded), default=0)))))
+    rows = np.zeros((len(encoded), max(width, 1)), np.uint8)
+    for r, b in enumerate(encoded):
+      rows[r, :len(b)] = np.frombuffer(b, np.uint8)
+    rows = jax.make_array_from_process_local_data(self.batch_sharding, rows)
+    rows = np.asarray(jax.device_get(
+        jax.jit(lambda x: x, out_shardings=self.replicated)(rows)))
+    return np.array([bytes(r).rstrip(b"\0") for r in rows], dtype=object)
+
   def place_params(self, params) -> Any:
     return jax.device_put(params, self.state_sharding.params)
 
@@ -369,7 +387,9 @@ class Trainer:
         predictions.setdefault("prediction", []).extend(scores[keep])
         predictions.setdefault("label", []).extend(label[keep])
         ids = np.asarray(batch.get("image_id", ()))
-        if ids.shape[:1] != keep.shape:  # Other processes' rows: unnamed.
+        if ids.size and jax.process_count() > 1:
+          ids = self.global_ids(ids)  # Every process's rows, named.
+        if ids.shape[:1] != keep.shape:
           ids = np.array([b""] * keep.size)
         predictions.setdefault("image_id", []).extend(
             [i.decode() if isinstance(i, bytes) else str(i)

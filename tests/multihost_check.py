@@ -7,7 +7,8 @@ With NUM_PROCESSES > 1 the processes meet through jax.distributed on
 pipelines' per-process shards do) and the global batch is assembled by
 `Trainer.device_batch`. Writes each config's final params to
 OUT_PREFIX<config>.npz (default configs: MUSIQ's synthetic, RankIQA's crop
-fine-tune).
+fine-tune), and for MUSIQ the image ids and predictions of one evaluated
+batch to OUT_PREFIX<config>_predictions.npz.
 """
 
 import os
@@ -48,6 +49,20 @@ def main():
         lambda x: np.asarray(jax.device_get(x.addressable_data(0))),
         state.params)
     checkpoint.export_npz(params, f"{out}{name}.npz")
+    if trainer.task.name == "musiq":
+      # Evaluation names every row of the global batch in every process
+      # (predictions_<split>.npz is written by process 0 from its lists).
+      batch = sharding_check.random_batch(trainer.task, global_batch,
+                                          np.random.default_rng(9))
+      batch["image_id"] = np.array([f"photo_{i:02d}_{'x' * i}.jpg".encode()
+                                    for i in range(global_batch)])
+      batch["valid"][-1] = 0  # Padding rows are dropped, names included.
+      local = {k: v[pid * rows:(pid + 1) * rows] for k, v in batch.items()}
+      predictions = {}
+      trainer.evaluate(state.params, [local], predictions)
+      np.savez(f"{out}{name}_predictions.npz",
+               image_id=np.asarray(predictions["image_id"], str),
+               prediction=np.asarray(predictions["prediction"]))
   print("DONE", jax.process_index(), jax.process_count(), jax.device_count())
 
 

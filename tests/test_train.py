@@ -260,6 +260,16 @@ def test_two_processes_train_like_one(tmp_path):
     for k in ref:
       np.testing.assert_array_equal(p0[k], p1[k])
       np.testing.assert_allclose(p0[k], ref[k], rtol=2e-4, atol=2e-5)
+  # Evaluation: both processes name every valid row of the global batch, in
+  # the order of their scores, as one process does.
+  want = [f"photo_{i:02d}_{'x' * i}.jpg" for i in range(7)]
+  ref = np.load(tmp_path / "single_synthetic_predictions.npz")
+  assert list(ref["image_id"]) == want
+  for i in range(2):
+    got = np.load(tmp_path / f"p{i}_synthetic_predictions.npz")
+    assert list(got["image_id"]) == want
+    np.testing.assert_allclose(got["prediction"], ref["prediction"],
+                               rtol=2e-4, atol=2e-5)
 
 
 # The MUSIQ config and one crop baseline (trained from scratch).
