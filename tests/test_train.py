@@ -170,7 +170,8 @@ def _config_variants():
     out += [(name, None), (name, "tiny")]
   return out + [("synthetic", "levels"), ("synthetic", "six_types"),
                 ("glint", "small"), ("glint", "musiq_init"),
-                ("liqe", "synthetic"), ("clipiqa", "zeroshot")]
+                ("liqe", "synthetic"), ("clipiqa", "zeroshot"),
+                ("rankiqa_pretrain", "musiq"), ("rankiqa_finetune", "musiq")]
 
 
 @pytest.fixture(scope="module")
