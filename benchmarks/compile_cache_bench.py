@@ -3,10 +3,13 @@ r"""Time to the first score of `predict` processes, with the compilation cache.
 Writes JPEG photos to a temporary folder and runs, one after the other,
 fresh `python -m musiq_jax.predict --format=json` processes on one of them:
   1. with an empty `--compilation_cache_dir` (compiles, fills the cache);
-  2. again with the same cache (loads the compiled program);
-  3. with `--nocompilation_cache` (compiles again: the control).
+  2. again with the same cache (loads the compiled program from the program
+     store, `compilation_cache.ProgramStore`: no tracing, no lowering);
+  3. again with `--noprogram_store` (JAX's persistent cache alone: traces
+     and lowers, then loads the compiled program);
+  4. with `--nocompilation_cache` (compiles again: the control).
 For each it prints the wall time from starting the process to its first
-score line on stdout, and the ratio of 1 to 2. Uses the random-weight
+score line on stdout, and the ratios of 1 to 2 and of 1 to 3. Uses the random-weight
 checkpoint of `inference_bench.py`.
 
 Usage:
@@ -55,8 +58,9 @@ def main():
   print(f"# Compilation cache: time to first score ({common.loadavg()}, "
         f"{os.cpu_count()} CPUs; {args.size} JPEG, fresh processes)")
   print("| round | 1: empty cache s | 2: cache filled by 1 s | "
-        "3: --nocompilation_cache s | 1 / 2 |")
-  print("|---|---|---|---|---|")
+        "3: same, --noprogram_store s | 4: --nocompilation_cache s | "
+        "1 / 2 | 1 / 3 |")
+  print("|---|---|---|---|---|---|---|")
   ratios = []
   with tempfile.TemporaryDirectory() as tmp:
     image = os.path.join(tmp, "photo.jpg")
@@ -66,11 +70,14 @@ def main():
       cache = os.path.join(tmp, f"cache{r}")
       t1 = first_score_s(base + [f"--compilation_cache_dir={cache}"])
       t2 = first_score_s(base + [f"--compilation_cache_dir={cache}"])
-      t3 = first_score_s(base + ["--nocompilation_cache"])
-      ratios.append(t1 / t2)
-      print(f"| {r + 1} | {t1:.1f} | {t2:.1f} | {t3:.1f} | "
-            f"**{t1 / t2:.2f}x** |", flush=True)
-  print(f"\nmedian 1 / 2: {float(np.median(ratios)):.2f}x "
+      t3 = first_score_s(base + [f"--compilation_cache_dir={cache}",
+                                 "--noprogram_store"])
+      t4 = first_score_s(base + ["--nocompilation_cache"])
+      ratios.append((t1 / t2, t1 / t3))
+      print(f"| {r + 1} | {t1:.2f} | {t2:.2f} | {t3:.2f} | {t4:.2f} | "
+            f"**{t1 / t2:.2f}x** | {t1 / t3:.2f}x |", flush=True)
+  med = np.median(np.asarray(ratios), axis=0)
+  print(f"\nmedian 1 / 2: {med[0]:.2f}x, 1 / 3: {med[1]:.2f}x "
         f"({common.loadavg()} at the end)")
 
 

@@ -27,18 +27,21 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import os
 import itertools
+import json
+import os
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
                     Sequence, Union)
 
 from absl import logging
+import flax
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
 from musiq_jax import checkpoint
+from musiq_jax import compilation_cache
 from musiq_jax import image_io
 from musiq_jax import losses
 from musiq_jax import preprocessing
@@ -118,7 +121,8 @@ class Scorer:
                max_native_tokens: int = DEFAULT_MAX_NATIVE_TOKENS,
                source: str = "<params>",
                score_fn: Optional[Any] = None,
-               devices: Optional[Sequence[Any]] = None):
+               devices: Optional[Sequence[Any]] = None,
+               program_key: Optional[str] = None):
     """Builds a scorer.
 
     Args:
@@ -136,6 +140,13 @@ class Scorer:
         trainer's (`musiq_jax.trainer`: batch `P('data')`, params
         replicated), when there are several and `batch_size` is at least
         their number (the batch is then padded to a multiple of it).
+      program_key: names everything that decides the scoring program besides
+        the argument shapes (model, preprocessing and `score_fn`; see
+        `load_scorer`). With it, and once `compilation_cache.enable()` ran
+        (as in `predict`), compiled programs are kept on disk and a later
+        process loads them without tracing (`compilation_cache.
+        ProgramStore`); without it, or on several devices, programs are
+        compiled by `jax.jit` (and JAX's own persistent cache).
     """
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -162,6 +173,24 @@ class Scorer:
     self._score_canvas = jax.jit(self._score_canvas_impl,
                                  static_argnames=("grid",))
     self._metric = jax.jit(self._metric_impl)
+    self._store = (compilation_cache.program_store()
+                   if program_key is not None and self.mesh is None else None)
+    if self._store is not None:
+      self._program_key = program_key + compilation_cache.signature(params)
+    self._programs = {}  # Canvas and plan shapes, grid -> stored program.
+
+  def _run_canvas(self, canvas, plans, grid):
+    """`_score_canvas`, through the program store when there is one."""
+    if self._store is None:
+      return self._score_canvas(self.params, canvas, plans, grid=grid)
+    sig = (compilation_cache.signature((canvas, plans)), grid)
+    program = self._programs.get(sig)
+    if program is None:
+      program = self._store.compiled(self._score_canvas, self._program_key,
+                                     (self.params, canvas, plans),
+                                     {"grid": grid})
+      self._programs[sig] = program
+    return program(self.params, canvas, plans)
 
   def _predict_impl(self, params, batch):
     logits = self.model.apply({"params": params}, batch, train=False)
@@ -185,8 +214,10 @@ class Scorer:
     return self.model.num_classes
 
   def num_compilations(self) -> int:
-    """Programs compiled so far (one per distinct batch, canvas and length)."""
-    return sum(f._cache_size() for f in (self._predict, self._score_canvas))  # pylint: disable=protected-access
+    """Programs compiled (or loaded from the program store) so far: one per
+    distinct batch, canvas and length."""
+    return len(self._programs) + sum(
+        f._cache_size() for f in (self._predict, self._score_canvas))  # pylint: disable=protected-access
 
   def check_size(self, h: int, w: int, name: str) -> None:
     cfg = self.pp_config
@@ -314,7 +345,7 @@ class Scorer:
                                             members[0].group)
     if self.mesh is not None:
       canvas, plans = jax.device_put((canvas, plans), self._batch_sharding)
-    return members, self._score_canvas(self.params, canvas, plans, grid=grid)
+    return members, self._run_canvas(canvas, plans, grid)
 
   def score_batches(self, images: Iterable[ImageLike],
                     names: Optional[Iterable[str]] = None,
@@ -644,16 +675,33 @@ def load_scorer(ckpt_path: Optional[str] = None,
       flat, ckpt_path, num_classes, single_scale,
       max_seq_len_from_original_res)
   model = musiq.Model(dtype=dtype, **model_cfg)
-  dummy = preprocessing.pad_batch([{
-      "patches": np.zeros([1, pp.token_dim], np.float32),
-      "spatial": np.zeros([1], np.int32),
-      "scale": np.zeros([1], np.int32),
-      "mask": np.ones([1], np.int32)}])
-  init = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy))
-  init = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), init["params"])
+  # Everything the scoring program depends on besides argument shapes (the
+  # program store's key): the model, its preprocessing and its read-out.
+  program_key = json.dumps({
+      "model": model_cfg, "dtype": jnp.dtype(dtype).name,
+      "preprocessing": dataclasses.asdict(pp), "readout": readout,
+      "num_classes": model_cfg["num_classes"]}, sort_keys=True, default=str)
+
+  def param_shapes():
+    dummy = preprocessing.pad_batch([{
+        "patches": np.zeros([1, pp.token_dim], np.float32),
+        "spatial": np.zeros([1], np.int32),
+        "scale": np.zeros([1], np.int32),
+        "mask": np.ones([1], np.int32)}])
+    init = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy))
+    return {k: (tuple(v.shape), v.dtype.name) for k, v in
+            flax.traverse_util.flatten_dict(init["params"], sep="/").items()}
+
+  store = compilation_cache.program_store()
+  # The shapes of the params cost a trace of the model's init (about a
+  # second); the store keeps them beside the programs.
+  shapes = (store.value("param_shapes" + program_key, param_shapes)
+            if store is not None else param_shapes())
+  init = flax.traverse_util.unflatten_dict(
+      {k: np.zeros(s, d) for k, (s, d) in shapes.items()}, sep="/")
   params = checkpoint.merge_params(flat, init, source=ckpt_path)
   logging.info("Loaded %s: %s; scores by the %s.", ckpt_path, model_cfg,
                readout)
   return Scorer(model, jax.device_put(params), pp, batch_size=batch_size,
                 max_native_tokens=max_native_tokens, source=ckpt_path,
-                score_fn=score_fn)
+                score_fn=score_fn, program_key=program_key)
