@@ -204,6 +204,18 @@ def seq_len(h: int, w: int, cfg: PreprocessConfig) -> int:
   return sum(scale_lengths(h, w, cfg))
 
 
+def real_seq_len(h: int, w: int, cfg: PreprocessConfig) -> int:
+  """Real tokens (mask 1) of an h x w image: `seq_len` less the padding of
+  each resized scale to its ceil(L/P)^2 grid (and of a cut native scale)."""
+  s = cfg.patch_stride
+  n = sum(num_patches(*arp_size(h, w, l), s) for l in cfg.sorted_lengths)
+  native = cfg.max_seq_len_from_original_res
+  if native is not None:
+    full = num_patches(h, w, s)
+    n += full if native < 0 else min(full, native)
+  return n
+
+
 # ----------------------------------------------------------------------------
 # The Gaussian resize weights (host, NumPy, cached per size).
 # ----------------------------------------------------------------------------
@@ -462,6 +474,41 @@ def stack_plans(plans: Sequence[Plan]) -> Plan:
     else:
       out[k] = np.stack([p[k] for p in plans])
   return out
+
+
+def real_token_order(mask: np.ndarray, length: int) -> np.ndarray:
+  """Where an image's real tokens (mask > 0) are, in order, padded to
+  `length` with `mask.size` (one past the end: `take_tokens` reads a
+  padding token there). For scoring with the padding tokens dropped.
+
+  The original pads each resized scale to ceil(L/32)^2 tokens (a 512x384
+  photo: 42 of 49 and 108 of 144 real); padding tokens are masked out of
+  attention and only the CLS output is read, so a sequence holding the real
+  tokens alone, in any order, gives the same score (self-attention is
+  permutation-equivariant; every token carries its own spatial and scale
+  ids) with less work.
+  """
+  where = np.flatnonzero(np.asarray(mask) > 0)
+  if where.size > length:
+    raise ValueError(f"{where.size} real tokens do not fit in {length}")
+  out = np.full(length, np.asarray(mask).size, np.int32)
+  out[:where.size] = where
+  return out
+
+
+def take_tokens(features: Features, order) -> Features:
+  """Token features [T, ...] of one image at `order` [L] (jittable; an index
+  >= T gives a padding token: zeros, mask 0)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  return {k: jnp.take(v, order, axis=0, mode="fill", fill_value=0)
+          for k, v in features.items()}
+
+
+def drop_padding_tokens(features: Features) -> Features:
+  """Host: an example's features without its padding tokens (mask 0); see
+  `real_token_order`."""
+  keep = np.asarray(features["mask"]) > 0
+  return {k: np.asarray(v)[keep] for k, v in features.items()}
 
 
 def empty_plan(like: Plan) -> Plan:

@@ -207,7 +207,10 @@ class Scorer:
     return jax.vmap(one)(canvas, plan)
 
   def _score_canvas_impl(self, params, canvas, plan, grid):
-    return self._predict_impl(params, self.device_tokens(canvas, plan, grid))
+    feats = self.device_tokens(canvas, plan, grid)
+    if "order" in plan:  # Padding tokens dropped (`canvas_batch`).
+      feats = jax.vmap(preprocessing.take_tokens)(feats, plan["order"])
+    return self._predict_impl(params, feats)
 
   @property
   def num_classes(self) -> int:
@@ -271,7 +274,10 @@ class Scorer:
     """Scores preprocessed examples, `batch_size` at a time."""
     out = []
     for start in range(0, len(examples), self.batch_size):
-      chunk = list(examples[start:start + self.batch_size])
+      # Padding tokens do not change a score (`preprocessing.
+      # real_token_order`): the model runs on the real ones only.
+      chunk = [preprocessing.drop_padding_tokens(e)
+               for e in examples[start:start + self.batch_size]]
       length = length_bucket(max(e["mask"].shape[0] for e in chunk))
       n_real = len(chunk)
       # Fill the batch with all-padding examples: one program per length.
@@ -313,15 +319,50 @@ class Scorer:
     return preprocessing.class_grid(group[0], max(budget, 1),
                                     SMALL_CANVAS_PATCHES)
 
+  def _drops_padding(self, group) -> bool:
+    """Whether a group's model runs on the real tokens only (`canvas_batch`):
+    when every native patch is kept, except for the small images sharing
+    one canvas (group (None,)), where the real tokens of different sizes
+    would spread one program over several buckets."""
+    native = self.pp_config.max_seq_len_from_original_res
+    return native is not None and native < 0 and group[0] is not None
+
+  def _native_bound(self, real: int) -> int:
+    """Native patches at most of an image with at most `real` real tokens:
+    each resized scale has at least a row of patches along its longer side
+    (L_k - 1 pixels, allowing for the ARP size's rounding)."""
+    cfg = self.pp_config
+    least = sum(preprocessing.grid_count(max(l - 1, 1), cfg.patch_stride)
+                for l in cfg.sorted_lengths)
+    return max(real - least, 1)
+
   def canvas_batch(self, pixels: Sequence[np.ndarray], group=None):
     """Host: uint8 images of one group -> (canvas [B, Hc, Wc, 3], plans,
-    grid) for `device_tokens`, filled with empty examples to batch_size."""
+    grid) for `device_tokens`, filled with empty examples to batch_size.
+
+    When every native patch is kept (the default; not for the small images
+    of the shared square canvas), the plans also hold
+    `order`: the model runs on the real tokens only, the resized scales'
+    padding dropped on the device (`preprocessing.real_token_order`; a
+    512x384 photo has 385 tokens of which 342 are real: 352 with the
+    bucket instead of 400). Then the bucket of the real tokens sets the
+    canvas and the program, so a stream still compiles one program per
+    (bucket, aspect class).
+    """
     cfg = self.pp_config
     if group is None:
       group = self._group(*pixels[0].shape[:2])
-    length = length_bucket(max(preprocessing.seq_len(p.shape[0], p.shape[1],
-                                                     cfg) for p in pixels))
-    grid = self._canvas_grid(group, length)
+    real = None
+    if self._drops_padding(group):
+      real = length_bucket(max(preprocessing.real_seq_len(
+          p.shape[0], p.shape[1], cfg) for p in pixels))
+      native = self._native_bound(real)
+      grid = preprocessing.class_grid(group[0], native, SMALL_CANVAS_PATCHES)
+      length = self._fixed_tokens() + native
+    else:
+      length = length_bucket(max(preprocessing.seq_len(
+          p.shape[0], p.shape[1], cfg) for p in pixels))
+      grid = self._canvas_grid(group, length)
     size = preprocessing.canvas_size(grid, cfg)
     rows = max(self.batch_size, len(pixels))
     if self.mesh is not None:  # Every device gets the same number of rows.
@@ -331,6 +372,9 @@ class Scorer:
     for i, p in enumerate(pixels):
       plan = preprocessing.make_plan(p.shape[0], p.shape[1], cfg, grid, length)
       preprocessing.place_on_canvas(p, plan["box"], size, out=canvas[i])
+      if real is not None:
+        plan = dict(plan, order=preprocessing.real_token_order(plan["mask"],
+                                                               real))
       plans.append(plan)
     plans += [preprocessing.empty_plan(plans[0])] * (len(canvas) - len(plans))
     return canvas, preprocessing.stack_plans(plans), grid

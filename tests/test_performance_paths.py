@@ -159,3 +159,64 @@ def test_group_norm_equals_flax_group_norm():
       m.apply(p, x))), argnums=(0, 1))(params, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(
       a, b, rtol=1e-4, atol=1e-5), loss(ours), loss(ref))
+
+
+def test_dropping_padding_tokens_keeps_the_scores(tmp_path):
+  """The scorer runs the model on the real tokens only (the resized scales'
+  padding dropped, `preprocessing.real_token_order`): same scores as the
+  model on the original's full token layout, one by one and batched."""
+  import musiq_fixtures as mf  # pylint: disable=g-import-not-at-top
+  from musiq_jax import preprocessing  # pylint: disable=g-import-not-at-top
+  ckpt = str(tmp_path / "tiny.npz")
+  mf.write_original_npz(ckpt, mf.original_musiq_shapes(**mf.TINY), seed=5)
+  rng = np.random.default_rng(0)
+  base = mf.photo("astronaut")
+  # 4:3 (385 tokens, 342 real), 3:2, a panorama, a portrait, a small one.
+  sizes = [(384, 512), (400, 600), (128, 512), (512, 384), (60, 90)]
+  images = [np.ascontiguousarray(
+      np.resize(base, (h, w, 3)) ^ rng.integers(0, 32, (h, w, 3),
+                                                 dtype=np.uint8))
+            for h, w in sizes]
+  one = scorer_lib.load_scorer(ckpt)
+  cfg = one.pp_config
+  # Reference: the model on each image's full layout, padding included.
+  want = []
+  for image in images:
+    feats = preprocessing.preprocess_image(image, cfg)
+    n = feats["mask"].shape[0]
+    want.append(float(one._predict(  # pylint: disable=protected-access
+        one.params, preprocessing.pad_batch([feats], n))[0]))
+  got = [r.score for r in one.score(images)]
+  np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+  batched = scorer_lib.load_scorer(ckpt, batch_size=3)
+  np.testing.assert_allclose([r.score for r in batched.score(images)], want,
+                             rtol=2e-5, atol=2e-5)
+  np.testing.assert_allclose(
+      one.score_features([preprocessing.preprocess_image(x, cfg)
+                          for x in images]), want, rtol=2e-5, atol=2e-5)
+  # And the work is smaller: 512x384 runs 352 tokens instead of 400.
+  _, plans, _ = one.canvas_batch([images[0]])
+  assert preprocessing.seq_len(384, 512, cfg) == 385
+  assert int(plans["mask"][0].sum()) == 342
+  assert plans["order"].shape == (1, 352)
+  # Every size fits its canvas, and the order lists each real token once.
+  for h, w in [(31, 2000), (2000, 31), (300, 301), (700, 701),
+               (1200, 1600), (97, 4000), (300, 451), (1024, 768)]:
+    _, plans, _ = one.canvas_batch([np.zeros((h, w, 3), np.uint8)])
+    n = preprocessing.real_seq_len(h, w, cfg)
+    order, mask = plans["order"][0], plans["mask"][0]
+    assert order.size == scorer_lib.length_bucket(n)
+    assert sorted(order[:n]) == list(np.flatnonzero(mask))
+    assert (order[n:] == mask.size).all()
+
+
+def test_real_seq_len_counts_the_plans_mask():
+  from musiq_jax import preprocessing  # pylint: disable=g-import-not-at-top
+  for cfg in (preprocessing.PreprocessConfig(),
+              preprocessing.PreprocessConfig(longer_side_lengths=(33, 64),
+                                             max_seq_len_from_original_res=7),
+              preprocessing.PreprocessConfig(max_seq_len_from_original_res=None)):
+    for h, w in ((384, 512), (1, 1), (31, 2000), (2000, 31), (1200, 1600),
+                 (65, 33), (100, 99)):
+      plan = preprocessing.make_plan(h, w, cfg)
+      assert preprocessing.real_seq_len(h, w, cfg) == int(plan["mask"].sum())
