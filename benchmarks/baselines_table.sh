@@ -38,13 +38,14 @@ build.build(name, data_dir)
 PYEOF
 echo "dataset $DATA + tokenizer: $((SECONDS - start)) s"
 
-echo "| run | arguments (\`python -m musiq_jax.main ... --workdir=\$T/NAME --config.data_dir=\$D\`) | wall |"
+echo "| run | arguments (\`python -m musiq_jax.main ARGS --workdir=\$T/NAME --config.data_dir=\$D\`) | wall |"
 echo "|---|---|---|"
 train() {  # NAME ARGS...
   local name=$1; shift
   local t0=$SECONDS
-  if ! "$PY" -m musiq_jax.main --workdir="$T/$name" --config.data_dir="$D" \
-      "$@" > "$T/$name.log" 2>&1; then
+  # --config=... must come before its --config.xxx overrides.
+  if ! "$PY" -m musiq_jax.main "$@" --workdir="$T/$name" \
+      --config.data_dir="$D" > "$T/$name.log" 2>&1; then
     echo "$name failed; see $T/$name.log" >&2
     tail -20 "$T/$name.log" >&2
     exit 1
@@ -56,13 +57,17 @@ train musiq_levels --config=configs/synthetic.py:levels
 train rankiqa_pretrain --config=configs/rankiqa_pretrain.py --config.dataset=$DATA
 train rankiqa_finetune --config=configs/rankiqa_finetune.py --config.dataset=$DATA \
     --config.init.pretrained_workdir="$T/rankiqa_pretrain"
+# MUSIQ as RankIQA's ranked backbone, then MUSIQ's demo run started from it.
+train rankiqa_musiq --config=configs/rankiqa_pretrain.py:musiq --config.dataset=$DATA
+train musiq_rank_init --config=configs/synthetic.py \
+    --config.init.pretrained_npz="$T/rankiqa_musiq/best.npz"
 train glint_small --config=configs/glint.py:small --config.dataset=$DATA
 train liqe --config=configs/liqe.py:synthetic --config.dataset=$DATA \
     --config.init.tokenizer_dir="$TOK"
 train clipiqa --config=configs/clipiqa.py:synthetic --config.dataset=$DATA \
     --config.init.tokenizer_dir="$TOK"
 
-names=musiq_regression,musiq_levels,rankiqa_pretrain,rankiqa_finetune,glint_small,liqe,clipiqa
+names=musiq_regression,musiq_levels,rankiqa_pretrain,rankiqa_finetune,rankiqa_musiq,musiq_rank_init,glint_small,liqe,clipiqa
 dirs=()
 for n in ${names//,/ }; do dirs+=("--workdir=$T/$n"); done
 t0=$SECONDS

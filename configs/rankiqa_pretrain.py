@@ -50,7 +50,7 @@ def get_config(arg=None):
   c.val_split = "validation"
   c.eval_splits = ("validation", "test")
 
-  c.model_name = "small_cnn"  # Only backbone supported so far (see above).
+  c.model_name = "small_cnn"  # Or "musiq" (the ":musiq" argument, above).
   c.model = ml_collections.ConfigDict(dict(
       # RankIQA used VGG-16 from ImageNet; "shallow" (4 convs + FC, 0.4M
       # params) is its shallow-net family and trains from scratch on CPU.
@@ -142,13 +142,16 @@ def _musiq_backbone(c, tiny: bool):
   # The demo model's settings (configs/synthetic.py).
   c.model.resnet_num_groups = 4
   c.model.patch_input = "mscn"
-  # Tokens of each crop: the native scale whole plus one ARP resize (the
-  # paper's 224/384 would upscale a 96 px crop).
+  # Tokens of each crop: the native scale whole plus ARP resizes (the
+  # paper's 224/384 would upscale a 96 px crop). As many resized scales as
+  # the model the export initialises (configs/synthetic.py: 2; its :tiny:
+  # 1), so that the scale embedding loads with `init.pretrained_npz`.
   c.pp = ml_collections.ConfigDict(dict(
       patch_size=32, patch_stride=32, hse_grid_size=10,
-      longer_side_lengths=(32,) if tiny else (64,),
+      longer_side_lengths=(32,) if tiny else (48, 64),
       max_seq_len_from_original_res=-1))
-  # 96 px crops of 32 px patches: 3x3 native + 2x2 resized = 13 tokens.
+  # 96 px crops of 32 px patches: 3x3 native + 2x2 + 2x2 resized = 17
+  # tokens.
   c.crop_size = 64 if tiny else 96
   # Adam as configs/synthetic.py trains the same model from scratch
   # (RankIQA's SGD schedule is for an ImageNet VGG-16).
