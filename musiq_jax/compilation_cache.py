@@ -112,8 +112,8 @@ def _source_digest() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _environment() -> str:
-  """What besides the program decides what XLA compiles, as a string."""
+def _static_environment() -> str:
+  """The versions, devices and flags fixed for the life of a process."""
   import flax  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jaxlib  # pylint: disable=g-import-not-at-top
@@ -127,9 +127,20 @@ def _environment() -> str:
       "devices": [d.device_kind for d in devices],
       "process_count": jax.process_count(),
       "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+      "source": _source_digest(),
+  }, sort_keys=True)
+
+
+def _environment() -> str:
+  """What besides the program decides what XLA compiles, as a string: the
+  process's versions and devices, and the jax options that change the
+  compiled program (read at each call: they can change in a process)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return _static_environment() + json.dumps({
       "x64": bool(jax.config.jax_enable_x64),
       "matmul_precision": str(jax.config.jax_default_matmul_precision),
-      "source": _source_digest(),
+      "disable_most_optimizations": bool(
+          jax.config.read("jax_disable_most_optimizations")),
   }, sort_keys=True)
 
 

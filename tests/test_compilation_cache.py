@@ -84,7 +84,9 @@ def _score(cache, ckpt, photos, cut=-1):
       [sys.executable, "-c", _SCORE, os.path.dirname(__file__), cache, ckpt,
        ",".join(photos), str(cut)],
       capture_output=True, text=True, cwd=_ROOT, check=True,
-      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+      # Fast compiles (XLA's full optimisation is slower than these runs).
+      env=dict(os.environ, JAX_PLATFORMS="cpu",
+               JAX_DISABLE_MOST_OPTIMIZATIONS="1"))
   line = [l for l in out.stdout.splitlines() if l.startswith("RESULT")][0]
   return json.loads(line.split(" ", 1)[1]), out.stderr
 
@@ -135,13 +137,22 @@ def test_program_key_holds_the_environment(monkeypatch, tmp_path):
   assert store._file("k2", args, {}) != base  # pylint: disable=protected-access
   assert store._file("k", (np.zeros([2, 4], np.float32),), {}) != base  # pylint: disable=protected-access
   assert store._file("k", args, {"grid": (1, 2)}) != base  # pylint: disable=protected-access
-  compilation_cache._environment.cache_clear()  # pylint: disable=protected-access
+  compilation_cache._static_environment.cache_clear()  # pylint: disable=protected-access
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
   try:
     assert store._file("k", args, {}) != base  # pylint: disable=protected-access
   finally:
     monkeypatch.undo()
-    compilation_cache._environment.cache_clear()  # pylint: disable=protected-access
+    compilation_cache._static_environment.cache_clear()  # pylint: disable=protected-access
+  # So is a jax option that changes the compiled program, read when used.
+  import jax  # pylint: disable=g-import-not-at-top
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", not old)
+  try:
+    assert store._file("k", args, {}) != base  # pylint: disable=protected-access
+  finally:
+    jax.config.update("jax_disable_most_optimizations", old)
+  assert store._file("k", args, {}) == base  # pylint: disable=protected-access
   # The package's source is in the key: any change of a .py file changes
   # its digest (other files do not).
   src = tmp_path / "src"
