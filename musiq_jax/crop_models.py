@@ -147,14 +147,16 @@ def _regression_loss(config) -> LossFn:
   return lambda out, batch: (fn(out, batch), {})
 
 
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
 def _small_cnn(config) -> CropModel:
   from musiq_jax.models import small_cnn  # pylint: disable=g-import-not-at-top
   m = config.model
   module = small_cnn.get_model(
       m.variant, num_outputs=1, dropout_rate=m.dropout_rate,
       zero_init_head=m.zero_init_head,
-      dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[
-          config.get("dtype", "float32")])
+      dtype=_DTYPES[config.get("dtype", "float32")])
   return CropModel(name=f"small_cnn/{m.variant}", module=module,
                    normalize=uint8_to_symmetric, loss=_regression_loss(config),
                    score=losses.get_score_fn("regression"))
@@ -234,8 +236,7 @@ def _musiq(config) -> CropModel:
                      "set pp.max_seq_len_from_original_res=-1.")
   model = dict(config.model)
   model.setdefault("num_scales", pp.num_scales)
-  model["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[
-      config.get("dtype", "float32")]
+  model["dtype"] = _DTYPES[config.get("dtype", "float32")]
   module = MusiqCrops(model=model, pp=pp, crop_size=int(config.crop_size))
   return CropModel(name=f"musiq/{config.get('model_size', 'custom')}",
                    module=module, normalize=lambda images: images,

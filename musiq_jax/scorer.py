@@ -175,8 +175,7 @@ class Scorer:
     self._metric = jax.jit(self._metric_impl)
     self._store = (compilation_cache.program_store()
                    if program_key is not None and self.mesh is None else None)
-    if self._store is not None:
-      self._program_key = program_key + compilation_cache.signature(params)
+    self._program_key = program_key  # The params' shapes: in the args.
     self._programs = {}  # Canvas and plan shapes, grid -> stored program.
 
   def _run_canvas(self, canvas, plans, grid):

@@ -359,8 +359,10 @@ class Trainer:
     for r, b in enumerate(encoded):
       rows[r, :len(b)] = np.frombuffer(b, np.uint8)
     rows = jax.make_array_from_process_local_data(self.batch_sharding, rows)
-    rows = np.asarray(jax.device_get(
-        jax.jit(lambda x: x, out_shardings=self.replicated)(rows)))
+    if "replicate" not in self._jitted:  # One jit, not one per batch.
+      self._jitted["replicate"] = jax.jit(lambda x: x,
+                                          out_shardings=self.replicated)
+    rows = np.asarray(jax.device_get(self._jitted["replicate"](rows)))
     return np.array([bytes(r).rstrip(b"\0") for r in rows], dtype=object)
 
   def place_params(self, params) -> Any:
