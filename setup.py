@@ -16,6 +16,11 @@ INSTALL_REQUIRES = [
     # original's pixels without TensorFlow (musiq_jax/image_io.py).
     "simplejpeg>=1.8",
     "absl-py>=2.0",
+    # jax's own dependency, held below 0.7: ml_dtypes 0.7.0's extension
+    # module spends ~1.2 s of CPU when it is imported (0.6.0: 7 ms; measured
+    # with `python -X importtime -c "import ml_dtypes"`), which every process
+    # that imports jax pays. 0.6.0 has every dtype jax 0.10 looks up.
+    "ml_dtypes>=0.5.1,<0.7",
     # `predict`'s progress bar (images done/total, images/s, time left):
     # the progress bar most of this field's tools already use.
     "tqdm>=4.60",
