@@ -455,6 +455,7 @@ class CropTask(Task):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from musiq_jax import crop_models  # pylint: disable=g-import-not-at-top
     from musiq_jax import image_io  # pylint: disable=g-import-not-at-top
+    from musiq_jax import input_pipeline  # pylint: disable=g-import-not-at-top
     c = self.config
     builder, ds = self._split(c.train_split, shuffle=True)
     s = c.crop_size
@@ -466,7 +467,8 @@ class CropTask(Task):
           builder.info.features[dist_key].names)
       index, mask = tf.constant(index), tf.constant(mask)
       keys.append(dist_key)
-    ds = ds.map(lambda e: {k_: e[k_] for k_ in keys}).cache()
+    ds = ds.map(input_pipeline.as_graph(
+        lambda e: {k_: e[k_] for k_ in keys})).cache()
     ds = ds.shuffle(c.input.shuffle_buffer, seed=c.seed,
                     reshuffle_each_iteration=True).repeat()
 
@@ -505,7 +507,8 @@ class CropTask(Task):
         out["distortion_mask"] = tf.gather(mask, d)
       return out
 
-    ds = ds.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.enumerate().map(input_pipeline.as_graph(augment),
+                            num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(c.input.batch_size, drop_remainder=True)
     if skip_batches:
       ds = ds.skip(skip_batches)
