@@ -255,8 +255,7 @@ def test_finetune_loads_the_ranked_backbone_with_a_fresh_head(tmp_path):
     tasks.get_task(c).load_pretrained(init)
 
 
-def test_musiq_as_the_ranked_backbone_is_musiq_on_each_crops_tokens(
-    tmp_path, fast_compile):
+def test_musiq_as_the_ranked_backbone_is_musiq_on_each_crops_tokens(tmp_path):
   """configs/rankiqa_pretrain.py:musiq: the crop module's params are a
   `musiq.Model`'s, its tokens are the host preprocessing of each crop, its
   outputs MUSIQ's on those tokens, and its export loads into the MUSIQ
