@@ -13,6 +13,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MUSIQ_JAX_CACHE_DIR",
                       tempfile.mkdtemp(prefix="musiq_jax_test_xla_"))
 
+# The tests compile many small programs, most of them with XLA's optimisation
+# off (`fast_compile`, `jax_disable_most_optimizations`). There XLA:CPU's
+# legacy loop emitters compile and run faster than its newer fusion emitters:
+# a tiny MUSIQ train step compiled and ran once in 6.6 s instead of 10.7 s,
+# then stepped in 0.75 s instead of 2.3 s. Set before jax starts its CPU
+# backend, and inherited by the test's subprocesses.
+TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def xla_flags(*extra: str) -> str:
+  """`XLA_FLAGS` for a test subprocess: the tests' flags plus `extra`."""
+  return " ".join((TEST_XLA_FLAGS,) + extra)
+
+
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", "")).strip()
+
 import importlib.util  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-order

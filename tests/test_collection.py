@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from conftest import xla_flags
+
 from musiq_jax import collection
 from musiq_jax import scorer as scorer_lib
 import musiq_fixtures as mf
@@ -127,7 +129,7 @@ def test_two_shard_processes_on_two_devices_merge_to_one_run(folder,
   common = [f"--ckpt_path={ckpt}", f"--image_path={images}",
             "--batch_size=4", "--format=json"]
   out = str(tmp_path / "scores.json")
-  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  env = {"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=2")}
   procs = [_spawn(*common, f"--output={out}", "--num_shards=2",
                   f"--shard_index={i}", env=env) for i in range(2)]
   codes = []

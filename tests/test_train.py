@@ -15,6 +15,8 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import xla_flags
+
 from musiq_jax import checkpoint
 from musiq_jax import scorer as scorer_lib
 from musiq_jax import trainer as trainer_lib
@@ -214,7 +216,7 @@ def test_every_config_file_loads():
 def test_sharded_steps_equal_single_device():
   script = os.path.join(os.path.dirname(__file__), "sharding_check.py")
   env = dict(os.environ, **FAST_COMPILE_ENV,
-             XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=8"),
              TF_CPP_MIN_LOG_LEVEL="3")
   out = subprocess.run([sys.executable, script], capture_output=True,
                        text=True, env=env, timeout=600)
@@ -232,7 +234,7 @@ def _free_port():
 def test_two_processes_train_like_one(tmp_path):
   script = os.path.join(os.path.dirname(__file__), "multihost_check.py")
   env = dict(os.environ, **FAST_COMPILE_ENV, TF_CPP_MIN_LOG_LEVEL="3")
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = xla_flags()  # One CPU device per process.
   port = _free_port()
   procs = [subprocess.Popen(
       [sys.executable, script, str(i), "2", str(port),
