@@ -17,9 +17,9 @@ os.environ.setdefault("MUSIQ_JAX_CACHE_DIR",
 # optimisation costs more than it saves there, so the suite runs with it off
 # (`jax_disable_most_optimizations`; test_models, test_performance_paths,
 # test_clip_oracle and test_visualize: 201 s with it on, 108 s off). A test
-# whose programs run long sets it back
-# ("0" in its subprocess's environment); `JAX_DISABLE_MOST_OPTIMIZATIONS=0
-# make test` runs everything optimised (the `fast_compile` tests aside).
+# whose programs run long sets it back ("0" in its subprocess's
+# environment); `JAX_DISABLE_MOST_OPTIMIZATIONS=0 make test` runs everything
+# optimised (the `fast_compile` tests aside).
 # With optimisation off, XLA:CPU's legacy loop emitters compile and run
 # faster than its newer fusion emitters: a tiny MUSIQ train step compiled
 # and ran once in 6.6 s instead of 10.7 s, then stepped in 0.75 s instead
