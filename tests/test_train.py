@@ -180,16 +180,19 @@ def _step_key(c):
                      if k not in _NOT_IN_THE_STEP}, sort_keys=True)
 
 
+def _config_names():
+  """configs/*.py that are training configs (not the shared modules)."""
+  return [os.path.basename(p)[:-3]
+          for p in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+          if os.path.basename(p) not in ("__init__.py", "models.py",
+                                         "base.py")]
+
+
 def _config_variants():
   """(file, arg) for every config file's default and `:tiny` variants and
   the named words, less those whose step equals an earlier one's (e.g.
   KonIQ's and SPAQ's MUSIQ differ in learning rate and batch only)."""
-  out = []
-  for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
-    name = os.path.basename(path)[:-3]
-    if name in ("__init__", "models", "base"):
-      continue
-    out += [(name, None), (name, "tiny")]
+  out = [(name, arg) for name in _config_names() for arg in (None, "tiny")]
   out += [("synthetic", "levels"), ("synthetic", "six_types"),
           ("glint", "small"), ("glint", "musiq_init"),
           ("liqe", "synthetic"), ("clipiqa", "zeroshot"),
@@ -213,9 +216,8 @@ def test_config_variants_skip_only_equal_steps():
   assert ("spaq", None) not in variants and ("kadid", None) in variants
   # Every other file's step is traced: the twins are KonIQ's recipe on
   # other data (test_every_config_file_loads still loads them).
-  files = {os.path.basename(p)[:-3] for p in glob.glob(
-      os.path.join(ROOT, "configs", "*.py"))} - {"__init__", "models", "base"}
-  assert files - {n for n, _ in variants} == {"livec", "paq2piq", "spaq"}
+  assert set(_config_names()) - {n for n, _ in variants} == {
+      "livec", "paq2piq", "spaq"}
 
 
 @pytest.fixture(scope="module")
@@ -248,11 +250,9 @@ def test_every_config_traces_the_train_step(name, arg, tokenizer_dir):
 
 
 def test_every_config_file_loads():
-  for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
-    if os.path.basename(path) in ("__init__.py", "models.py", "base.py"):
-      continue
-    c = load_config(path)
-    assert hasattr(c, "keys"), path
+  for name in _config_names():
+    c = load_config(os.path.join(ROOT, "configs", f"{name}.py"))
+    assert hasattr(c, "keys"), name
 
 
 def test_sharded_steps_equal_single_device():
