@@ -59,6 +59,15 @@ def test_attention_equals_flax_multi_head_attention():
   want, got, first = outputs(params)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(first, want[:, :1], rtol=1e-5, atol=1e-5)
+  # Gradients too (the softmax's row maximum is a constant to autodiff):
+  # against flax's module, whose softmax is `jax.nn.softmax`.
+  grads = lambda f: jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))),  # pylint: disable=g-long-lambda
+                                     argnums=(0, 1)))(params, x)
+  want = grads(lambda p, x: ref.apply(p, x, x, mask=mask))
+  got = grads(lambda p, x: ours.apply(p, x, mask, deterministic=True))
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(want))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(  # Key-bias grads:
+      a, b, rtol=1e-4, atol=1e-5 * scale), got, want)   # 0 + noise.
 
 
 def test_fast_model_paths_equal_plain_paths():

@@ -110,7 +110,10 @@ def blocked_attention(query, key, value, mask, *, block: int, stats_dtype):
     s = jnp.einsum("bhqd,bhkd->bhqk", query, k,
                    preferred_element_type=stats_dtype)
     s = jnp.where(msk, s, lowest)
-    m_new = jnp.maximum(m, jnp.max(s, axis=-1, keepdims=True))
+    # A shift for range only (it cancels in acc / l): no gradient, as in the
+    # exact form.
+    m_new = jax.lax.stop_gradient(
+        jnp.maximum(m, jnp.max(s, axis=-1, keepdims=True)))
     p = jnp.exp(s - m_new)
     correction = jnp.exp(m - m_new)
     l = l * correction + jnp.sum(p, axis=-1, keepdims=True)
@@ -181,7 +184,13 @@ class MultiHeadSelfAttention(nn.Module):
                         preferred_element_type=stats)
     if mask is not None:
       logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-    unnormalized = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+    # The row maximum only keeps exp() in range: it cancels in the result, so
+    # its gradient is zero and need not be traced. Without the stop, autodiff
+    # builds the max's [B, H, Q, K] one-hot and a product with it: one
+    # attention layer's forward + backward at 706 tokens took 103 ms instead
+    # of 59 ms on a 2-core CPU.
+    row_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    unnormalized = jnp.exp(logits - row_max)
     denominator = jnp.sum(unnormalized, axis=-1)[..., None]  # [B, H, Q, 1]
     if sow_weights:
       self.sow("intermediates", "attention_weights",
