@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -62,6 +63,50 @@ SINGLE_SCALE_PP = preprocessing.PreprocessConfig(longer_side_lengths=())
 # Images whose native patch grid is within this many patches on both sides
 # share one square canvas (so small images do not multiply programs).
 SMALL_CANVAS_PATCHES = 8
+
+# XLA options for the scoring programs on CPU: no YNNPACK fusions, so dots
+# and convolutions run as XLA:CPU's own (Eigen) kernels and elementwise work
+# as XLA's fusions. On a 2-core CPU YNNPACK's convolutions in the patch
+# ResNet ran on one core, and the forward pass was, per round of an A/B in
+# one process (median of 12), 1.15x faster without it at 512x384, 1.05x at
+# 1024x768, 1.06x portrait, 1.23x at 1600x1200 and 1.08x for a 2048x512
+# panorama; scores within 2.5e-6 (docs/performance.md).
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def _try_cpu_options() -> bool:
+  try:
+    jax.jit(lambda: 0, compiler_options=CPU_COMPILER_OPTIONS).lower(
+        ).compile()
+    return True
+  except Exception as e:  # pylint: disable=broad-except
+    logging.info("XLA's defaults for scoring: this jaxlib rejects %s (%s).",
+                 CPU_COMPILER_OPTIONS, e)
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_options_supported() -> bool:
+  """Whether this jaxlib's XLA:CPU knows `CPU_COMPILER_OPTIONS` (older ones
+  have no YNNPACK and reject the option): one trivial compile (~30 ms), its
+  answer kept in the program store when there is one, so that a process
+  whose programs are all stored traces nothing."""
+  store = compilation_cache.program_store()
+  if store is None:
+    return _try_cpu_options()
+  return store.value("cpu_compiler_options_supported" +
+                     json.dumps(CPU_COMPILER_OPTIONS, sort_keys=True),
+                     _try_cpu_options)
+
+
+def default_compiler_options(devices: Sequence[Any]
+                             ) -> Optional[Dict[str, Any]]:
+  """The scoring programs' XLA options on these devices: on CPU
+  `CPU_COMPILER_OPTIONS` where this jaxlib supports them, else None
+  (XLA's defaults)."""
+  if devices and devices[0].platform == "cpu" and _cpu_options_supported():
+    return dict(CPU_COMPILER_OPTIONS)
+  return None
 
 
 @dataclasses.dataclass
@@ -122,7 +167,8 @@ class Scorer:
                source: str = "<params>",
                score_fn: Optional[Any] = None,
                devices: Optional[Sequence[Any]] = None,
-               program_key: Optional[str] = None):
+               program_key: Optional[str] = None,
+               compiler_options: Union[str, None, Dict[str, Any]] = "default"):
     """Builds a scorer.
 
     Args:
@@ -147,6 +193,9 @@ class Scorer:
         process loads them without tracing (`compilation_cache.
         ProgramStore`); without it, or on several devices, programs are
         compiled by `jax.jit` (and JAX's own persistent cache).
+      compiler_options: XLA options of the scoring programs: "default"
+        (`default_compiler_options`: on CPU, `CPU_COMPILER_OPTIONS`), None
+        for XLA's defaults, or a dict for `jax.jit(compiler_options=...)`.
     """
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -167,15 +216,25 @@ class Scorer:
     self.max_native_tokens = max_native_tokens
     self.source = source
     self.score_fn = score_fn or scores_from_logits
+    if compiler_options == "default":
+      compiler_options = default_compiler_options(devices)
+    elif isinstance(compiler_options, str):
+      raise ValueError(f"compiler_options must be 'default', None or a dict, "
+                       f"got {compiler_options!r}")
+    self.compiler_options = compiler_options
     # Tokens -> scores (`score_features`).
-    self._predict = jax.jit(self._predict_impl)
+    self._predict = jax.jit(self._predict_impl,
+                            compiler_options=compiler_options)
     # uint8 canvases + plans -> scores: preprocessing and model, one program.
     self._score_canvas = jax.jit(self._score_canvas_impl,
-                                 static_argnames=("grid",))
+                                 static_argnames=("grid",),
+                                 compiler_options=compiler_options)
     self._metric = jax.jit(self._metric_impl)
     self._store = (compilation_cache.program_store()
                    if program_key is not None and self.mesh is None else None)
-    self._program_key = program_key  # The params' shapes: in the args.
+    # The params' shapes are in the args; the XLA options decide the program.
+    self._program_key = (None if program_key is None else program_key +
+                         json.dumps(compiler_options, sort_keys=True))
     self._programs = {}  # Canvas and plan shapes, grid -> stored program.
 
   def _run_canvas(self, canvas, plans, grid):

@@ -229,3 +229,43 @@ def test_real_seq_len_counts_the_plans_mask():
                  (65, 33), (100, 99)):
       plan = preprocessing.make_plan(h, w, cfg)
       assert preprocessing.real_seq_len(h, w, cfg) == int(plan["mask"].sum())
+
+
+def test_scoring_programs_take_the_cpu_compiler_options(tmp_path, monkeypatch):
+  """On CPU the scoring program is compiled without YNNPACK fusions
+  (`scorer.CPU_COMPILER_OPTIONS`): the option reaches XLA (no YNNPACK
+  fusion is left in the compiled program, while XLA's defaults make some),
+  the scores are XLA's defaults' within float tolerance, and a jaxlib that
+  rejects the option falls back to the defaults."""
+  import musiq_fixtures as mf  # pylint: disable=g-import-not-at-top
+  ckpt = str(tmp_path / "tiny.npz")
+  mf.write_original_npz(ckpt, mf.original_musiq_shapes(**mf.TINY), seed=3)
+  rng = np.random.default_rng(1)
+  images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            for h, w in [(96, 128), (200, 150)]]
+  tuned = scorer_lib.load_scorer(ckpt)
+  assert tuned.compiler_options == scorer_lib.CPU_COMPILER_OPTIONS
+  plain = scorer_lib.Scorer(tuned.model, tuned.params, tuned.pp_config,
+                            score_fn=tuned.score_fn, compiler_options=None)
+  np.testing.assert_allclose([r.score for r in tuned.score(images)],
+                             [r.score for r in plain.score(images)],
+                             rtol=1e-5, atol=1e-5)
+
+  def hlo(scorer):
+    canvas, plans, grid = scorer.canvas_batch([images[0]])
+    return scorer._score_canvas.lower(  # pylint: disable=protected-access
+        scorer.params, canvas, plans, grid=grid).compile().as_text()
+
+  assert "ynn_fusion" in hlo(plain)
+  assert "ynn_fusion" not in hlo(tuned)
+  with np.testing.assert_raises(ValueError):
+    scorer_lib.Scorer(tuned.model, tuned.params, tuned.pp_config,
+                      compiler_options="fast")
+  # An XLA that does not know the option: the defaults, no error.
+  monkeypatch.setattr(scorer_lib, "CPU_COMPILER_OPTIONS",
+                      {"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH"})
+  scorer_lib._cpu_options_supported.cache_clear()  # pylint: disable=protected-access
+  try:
+    assert scorer_lib.default_compiler_options(jax.devices()) is None
+  finally:
+    scorer_lib._cpu_options_supported.cache_clear()  # pylint: disable=protected-access
