@@ -12,6 +12,9 @@ benchmark's random checkpoint): the patch ResNet with the `embedding`
 Dense (the model with no encoder layers), the whole forward pass, and two
 of the ResNet's convolutions alone on one 32-patch chunk
 (`Model.patch_chunk_size`): the 7x7/2 root conv and a 3x3 conv at 8x8x64.
+Each is compiled twice: with XLA's default options, and with the options
+the scorer compiles with on CPU (`scorer.CPU_COMPILER_OPTIONS`: no
+YNNPACK fusions).
 
 Usage:
   python benchmarks/core_scaling_bench.py [--sizes=512x384,1024x768]
@@ -52,6 +55,10 @@ def child(sizes, repeats: int) -> dict:
   scorer = scorer_lib.load_scorer(inference_bench.CKPT)
   model, params = scorer.model, scorer.params
   embed_only = model.clone(num_layers=0)
+  # XLA's defaults, and the options the scorer compiles with on CPU.
+  option_sets = [("XLA defaults", None)]
+  if scorer.compiler_options:
+    option_sets.append(("scorer's options", scorer.compiler_options))
   out = {}
   for w, h in sizes:
     feats = preprocessing.drop_padding_tokens(preprocessing.preprocess_image(
@@ -59,9 +66,11 @@ def child(sizes, repeats: int) -> dict:
     length = scorer_lib.length_bucket(feats["mask"].shape[0])
     batch = jax.tree.map(jnp.asarray, preprocessing.pad_batch([feats], length))
     for name, m in (("ResNet + embedding", embed_only), ("forward", model)):
-      f = jax.jit(lambda p, b, m=m: m.apply({"params": p}, b))
-      out[f"{w}x{h} ({length} tokens): {name}"] = _min_time(
-          lambda f=f, b=batch: f(params, b), repeats)
+      for label, options in option_sets:
+        f = jax.jit(lambda p, b, m=m: m.apply({"params": p}, b),
+                    compiler_options=options)
+        out[f"{w}x{h} ({length} tokens): {name}, {label}"] = _min_time(
+            lambda f=f, b=batch: f(params, b), repeats)
   conv = lambda x, k, s: jax.lax.conv_general_dilated(  # pylint: disable=g-long-lambda
       x, k, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   key = jax.random.PRNGKey(0)
@@ -70,8 +79,10 @@ def child(sizes, repeats: int) -> dict:
                           ("3x3 conv, 32 patches", (32, 8, 8, 64),
                            (3, 3, 64, 64), 1)):
     x, k = jax.random.normal(key, xs), jax.random.normal(key, ks)
-    f = jax.jit(lambda x, k, s=s: conv(x, k, s))
-    out[name] = _min_time(lambda f=f, x=x, k=k: f(x, k), repeats * 5)
+    for label, options in option_sets:
+      f = jax.jit(lambda x, k, s=s: conv(x, k, s), compiler_options=options)
+      out[f"{name}, {label}"] = _min_time(lambda f=f, x=x, k=k: f(x, k),
+                                          repeats * 5)
   return out
 
 
