@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -35,14 +34,11 @@ _CHILD = "--child"
 
 
 def _min_time(fn, repeats: int) -> float:
+  """One warm call, then the fastest of `repeats` (`common.times`)."""
   import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn())
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    best = min(best, time.perf_counter() - start)
-  return best
+  run = lambda: jax.block_until_ready(fn())
+  run()
+  return min(common.times(run, repeats))
 
 
 def child(sizes, repeats: int) -> dict:
